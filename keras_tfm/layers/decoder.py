@@ -1,0 +1,160 @@
+"""The decoder stack, with caches for incremental decoding."""
+
+import keras
+from keras import ops
+
+from keras_tfm.layers.decoder_layer import DecoderLayer
+from keras_tfm.layers.encoder import Encoder
+from keras_tfm.layers.positional_encoding import PositionalEncoding
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class Decoder(Encoder):
+    """Positional encoding, dropout and a stack of N `DecoderLayer`s.
+
+    Like `Encoder`, it takes already embedded tokens so the embedding can be
+    shared. Under `pre_norm` a final LayerNorm closes the stack.
+
+    Args:
+        Same as `Encoder`.
+
+    Call arguments:
+        decoder_sequence: embedded target `(batch, target_length, d_model)`.
+        encoder_sequence: encoder output `(batch, source_length, d_model)`;
+            may be None when `cross_attention_cache` is given.
+        decoder_sequence_mask, encoder_sequence_mask: padding masks, filled
+            from the inputs' Keras masks when not given.
+        self_attention_cache: `(batch, num_layers, 2, max_length, num_heads,
+            key_dim)`, from `initial_self_attention_cache`.
+        self_attention_cache_update_index: position of the first element of
+            `decoder_sequence`; also the positional-encoding offset.
+        cross_attention_cache: `(batch, num_layers, 2, source_length,
+            num_heads, key_dim)`, from `compute_cross_attention_cache`.
+        training: enables dropout.
+
+    Returns:
+        `(batch, target_length, d_model)`, or with caches
+        `(outputs, self_attention_cache, cross_attention_cache)`.
+
+    Masking: causal self-attention always; target padding in self-attention
+    and source padding in cross-attention.
+
+    Example (one cached step):
+    >>> cache = decoder.initial_self_attention_cache(batch_size, max_length)
+    >>> memory_cache = decoder.compute_cross_attention_cache(memory)
+    >>> x, cache, memory_cache = decoder(
+    ...     embed(ids_at_t), None, encoder_sequence_mask=source_mask,
+    ...     self_attention_cache=cache, self_attention_cache_update_index=t,
+    ...     cross_attention_cache=memory_cache)
+
+    Reference: "Attention Is All You Need", sections 3.1 and 3.5.
+    """
+
+    def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        policy = self.dtype_policy
+        self.d_model = decoder_sequence_shape[-1]
+        self.positional_encoding = PositionalEncoding(
+            self.max_length, dtype=policy, name="positional_encoding"
+        )
+        self.embedding_dropout = keras.layers.Dropout(
+            self.dropout, dtype=policy, name="embedding_dropout"
+        )
+        self.decoder_layers = []
+        for index in range(self.num_layers):
+            layer = DecoderLayer(
+                self.num_heads,
+                self.d_ff,
+                dropout=self.dropout,
+                attention_dropout=self.attention_dropout,
+                activation=self.activation,
+                pre_norm=self.pre_norm,
+                layer_norm_epsilon=self.layer_norm_epsilon,
+                dtype=policy,
+                name=f"decoder_layer_{index}",
+            )
+            layer.build(decoder_sequence_shape, encoder_sequence_shape)
+            self.decoder_layers.append(layer)
+        self.final_norm = None
+        if self.pre_norm:
+            self.final_norm = keras.layers.LayerNormalization(
+                epsilon=self.layer_norm_epsilon, dtype=policy, name="final_norm"
+            )
+            self.final_norm.build(decoder_sequence_shape)
+        self.built = True
+
+    def initial_self_attention_cache(self, batch_size, max_length):
+        """Zeros `(batch, num_layers, 2, max_length, num_heads, key_dim)`."""
+        key_dim = self.d_model // self.num_heads
+        return ops.zeros(
+            (batch_size, self.num_layers, 2, max_length, self.num_heads, key_dim),
+            dtype=self.compute_dtype,
+        )
+
+    def compute_cross_attention_cache(self, encoder_sequence):
+        """Keys and values of the encoder output, once per layer."""
+        return ops.stack(
+            [
+                layer.cross_attention.compute_cache(encoder_sequence)
+                for layer in self.decoder_layers
+            ],
+            axis=1,
+        )
+
+    def call(
+        self,
+        decoder_sequence,
+        encoder_sequence=None,
+        decoder_sequence_mask=None,
+        encoder_sequence_mask=None,
+        self_attention_cache=None,
+        self_attention_cache_update_index=None,
+        cross_attention_cache=None,
+        training=None,
+    ):
+        if decoder_sequence_mask is None:
+            decoder_sequence_mask = getattr(decoder_sequence, "_keras_mask", None)
+        if encoder_sequence_mask is None and encoder_sequence is not None:
+            encoder_sequence_mask = getattr(encoder_sequence, "_keras_mask", None)
+        use_cache = self_attention_cache is not None
+        start = self_attention_cache_update_index if use_cache else 0
+        x = self.positional_encoding(decoder_sequence, start_index=start)
+        x = self.embedding_dropout(x, training=training)
+        new_self_caches, new_cross_caches = [], []
+        for index, layer in enumerate(self.decoder_layers):
+            if use_cache:
+                x, layer_cache, layer_cross = layer(
+                    x,
+                    encoder_sequence,
+                    decoder_sequence_mask=decoder_sequence_mask,
+                    encoder_sequence_mask=encoder_sequence_mask,
+                    self_attention_cache=self_attention_cache[:, index],
+                    self_attention_cache_update_index=start,
+                    cross_attention_cache=(
+                        None
+                        if cross_attention_cache is None
+                        else cross_attention_cache[:, index]
+                    ),
+                    training=training,
+                )
+                new_self_caches.append(layer_cache)
+                new_cross_caches.append(layer_cross)
+            else:
+                x = layer(
+                    x,
+                    encoder_sequence,
+                    decoder_sequence_mask=decoder_sequence_mask,
+                    encoder_sequence_mask=encoder_sequence_mask,
+                    training=training,
+                )
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        if not use_cache:
+            return x
+        if cross_attention_cache is None:
+            cross_attention_cache = self.compute_cross_attention_cache(
+                encoder_sequence
+            )
+        return x, ops.stack(new_self_caches, axis=1), cross_attention_cache
+
+    def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        return decoder_sequence_shape

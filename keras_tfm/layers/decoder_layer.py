@@ -1,0 +1,208 @@
+"""One decoder layer: causal self-attention, cross-attention, feed-forward."""
+
+import keras
+
+from keras_tfm.layers.encoder_layer import residual
+from keras_tfm.layers.multi_head_attention import MultiHeadAttention
+from keras_tfm.layers.positionwise_feed_forward import PositionwiseFeedForward
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class DecoderLayer(keras.layers.Layer):
+    """Masked self-attention, encoder-decoder attention and a feed-forward.
+
+    Self-attention is causal: position i attends to target positions <= i
+    only. Encoder-decoder attention takes queries from the decoder and keys
+    and values from the encoder output. Each of the three sublayers is
+    wrapped post-LN `LayerNorm(x + Dropout(Sublayer(x)))` as in the paper,
+    or pre-LN with `pre_norm=True`.
+
+    Args:
+        num_heads, d_ff, dropout, attention_dropout, activation, pre_norm,
+        layer_norm_epsilon: as for `EncoderLayer`.
+        **kwargs: standard layer arguments.
+
+    Call arguments:
+        decoder_sequence: `(batch, target_length, d_model)`.
+        encoder_sequence: `(batch, source_length, d_model)`, the encoder
+            output. May be None when `cross_attention_cache` is given.
+        decoder_sequence_mask: target padding mask `(batch, target_length)`;
+            filled from the Keras mask of `decoder_sequence`.
+        encoder_sequence_mask: source padding mask `(batch, source_length)`;
+            filled from the Keras mask of `encoder_sequence`. Needed during
+            cached decoding too, where no encoder tensor is passed.
+        self_attention_mask: optional extra boolean
+            `(batch, target_length, target_length)` mask.
+        self_attention_cache: `(batch, 2, max_length, num_heads, key_dim)`.
+        self_attention_cache_update_index: where `decoder_sequence` starts
+            inside the cache.
+        cross_attention_cache: `(batch, 2, source_length, num_heads,
+            key_dim)` from `self.cross_attention.compute_cache(encoder_out)`.
+        training: enables dropout.
+
+    Returns:
+        `(batch, target_length, d_model)`; with caches,
+        `(outputs, self_attention_cache, cross_attention_cache)`.
+
+    Masking: the causal mask is always applied to self-attention; target
+    padding masks self-attention keys and source padding masks
+    cross-attention keys.
+
+    Example:
+    >>> layer = DecoderLayer(num_heads=8, d_ff=2048)
+    >>> memory = keras.random.normal((2, 12, 512))
+    >>> y = layer(keras.random.normal((2, 9, 512)), memory)
+
+    Reference: "Attention Is All You Need", section 3.1.
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        d_ff,
+        dropout=0.1,
+        attention_dropout=0.0,
+        activation="relu",
+        pre_norm=False,
+        layer_norm_epsilon=1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.d_ff = int(d_ff)
+        self.dropout = float(dropout)
+        self.attention_dropout = float(attention_dropout)
+        self.activation = keras.activations.get(activation)
+        self.pre_norm = bool(pre_norm)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.supports_masking = True
+
+    def _norm(self, name, shape):
+        norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name
+        )
+        norm.build(shape)
+        return norm
+
+    def _dropout(self, name):
+        return keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=name)
+
+    def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        shape = decoder_sequence_shape
+        memory_shape = encoder_sequence_shape or shape
+        self.self_attention = MultiHeadAttention(
+            self.num_heads, dropout=self.attention_dropout,
+            dtype=self.dtype_policy, name="self_attention",
+        )
+        self.self_attention.build(shape, shape)
+        self.self_attention_norm = self._norm("self_attention_norm", shape)
+        self.self_attention_dropout = self._dropout("self_attention_dropout")
+        self.cross_attention = MultiHeadAttention(
+            self.num_heads, dropout=self.attention_dropout,
+            dtype=self.dtype_policy, name="cross_attention",
+        )
+        self.cross_attention.build(shape, memory_shape)
+        self.cross_attention_norm = self._norm("cross_attention_norm", shape)
+        self.cross_attention_dropout = self._dropout("cross_attention_dropout")
+        self.feed_forward = PositionwiseFeedForward(
+            self.d_ff, activation=self.activation, dtype=self.dtype_policy,
+            name="feed_forward",
+        )
+        self.feed_forward.build(shape)
+        self.feed_forward_norm = self._norm("feed_forward_norm", shape)
+        self.feed_forward_dropout = self._dropout("feed_forward_dropout")
+        self.built = True
+
+    def call(
+        self,
+        decoder_sequence,
+        encoder_sequence=None,
+        decoder_sequence_mask=None,
+        encoder_sequence_mask=None,
+        self_attention_mask=None,
+        self_attention_cache=None,
+        self_attention_cache_update_index=None,
+        cross_attention_cache=None,
+        training=None,
+    ):
+        if decoder_sequence_mask is None:
+            decoder_sequence_mask = getattr(decoder_sequence, "_keras_mask", None)
+        if encoder_sequence_mask is None and encoder_sequence is not None:
+            encoder_sequence_mask = getattr(encoder_sequence, "_keras_mask", None)
+        use_cache = self_attention_cache is not None
+        x = decoder_sequence
+
+        normed = self.self_attention_norm(x) if self.pre_norm else x
+        if use_cache:
+            attended, self_attention_cache = self.self_attention(
+                normed,
+                normed,
+                value_mask=None,
+                attention_mask=self_attention_mask,
+                cache=self_attention_cache,
+                cache_update_index=self_attention_cache_update_index,
+                training=training,
+            )
+        else:
+            attended = self.self_attention(
+                normed,
+                normed,
+                query_mask=decoder_sequence_mask,
+                value_mask=decoder_sequence_mask,
+                attention_mask=self_attention_mask,
+                use_causal_mask=True,
+                training=training,
+            )
+        x = residual(
+            x, attended, self.self_attention_norm, self.self_attention_dropout,
+            self.pre_norm, training,
+        )
+
+        normed = self.cross_attention_norm(x) if self.pre_norm else x
+        if cross_attention_cache is not None:
+            attended, cross_attention_cache = self.cross_attention(
+                normed,
+                value_mask=encoder_sequence_mask,
+                cache=cross_attention_cache,
+                training=training,
+            )
+        else:
+            attended = self.cross_attention(
+                normed,
+                encoder_sequence,
+                query_mask=None if use_cache else decoder_sequence_mask,
+                value_mask=encoder_sequence_mask,
+                training=training,
+            )
+        x = residual(
+            x, attended, self.cross_attention_norm, self.cross_attention_dropout,
+            self.pre_norm, training,
+        )
+
+        normed = self.feed_forward_norm(x) if self.pre_norm else x
+        transformed = self.feed_forward(normed, training=training)
+        x = residual(
+            x, transformed, self.feed_forward_norm, self.feed_forward_dropout,
+            self.pre_norm, training,
+        )
+        if use_cache or cross_attention_cache is not None:
+            return x, self_attention_cache, cross_attention_cache
+        return x
+
+    def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        return decoder_sequence_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "d_ff": self.d_ff,
+                "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout,
+                "activation": keras.activations.serialize(self.activation),
+                "pre_norm": self.pre_norm,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
+        return config

@@ -1,0 +1,265 @@
+"""Multi-head attention with a key/value cache for incremental decoding."""
+
+import keras
+from keras import ops
+
+from keras_tfm.layers.scaled_dot_product_attention import (
+    scaled_dot_product_attention,
+)
+
+
+def causal_mask(query_length, key_length, query_offset=0):
+    """Boolean `(query_length, key_length)`: query i may see keys <= offset+i."""
+    rows = ops.arange(query_length, dtype="int32")[:, None] + ops.cast(
+        query_offset, "int32"
+    )
+    cols = ops.arange(key_length, dtype="int32")[None, :]
+    return ops.greater_equal(rows, cols)
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head attention, section 3.2.2 of the paper.
+
+    MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
+    head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V), with d_k = d_model / h.
+
+    Serves as self-attention (`query` is `value`) and as encoder-decoder
+    attention (queries from the decoder, keys and values from the encoder).
+    Kernels have the same shapes as `keras.layers.MultiHeadAttention`
+    (`(d_model, h, d_k)` in, `(h, d_k, d_model)` out), so weights copy across.
+
+    Args:
+        num_heads: h.
+        key_dim: d_k per head; defaults to d_model // num_heads.
+        dropout: dropout on the attention weights (the paper uses none).
+        use_bias: biases on the four projections.
+        kernel_initializer, bias_initializer: for the projections.
+        **kwargs: standard layer arguments.
+
+    Call arguments:
+        query: `(batch, query_length, d_model)`.
+        value: `(batch, key_length, d_model)`; may be None when a
+            precomputed cross-attention `cache` is given.
+        key: defaults to `value`.
+        query_mask, value_mask, key_mask: boolean padding masks
+            `(batch, length)`; Keras masks on the inputs fill these in.
+        attention_mask: boolean `(batch, query_length, key_length)`, True
+            where a query may attend to a key.
+        use_causal_mask: forbid attending to later positions.
+        cache: `(batch, 2, cache_length, num_heads, key_dim)` holding keys
+            (index 0) and values (index 1).
+            * with `cache_update_index=None`, keys and values are read from
+              the cache as they are (cross-attention: computed once per
+              source by `compute_cache`);
+            * with an integer `cache_update_index`, the keys and values of
+              `value` are written at that position and attention runs over
+              the whole cache, with a causal mask relative to that position
+              unless `attention_mask` is given (self-attention decoding).
+        cache_update_index: int or scalar int tensor.
+        return_attention_scores: also return the weights.
+        training: enables dropout.
+
+    Returns:
+        `(batch, query_length, d_model)`; with a cache, `(outputs, cache)`;
+        with `return_attention_scores`, the weights are appended.
+
+    Masking: query/value padding and the causal mask are combined with
+    `attention_mask` by logical and; fully masked query rows give zeros.
+
+    Example:
+    >>> mha = MultiHeadAttention(num_heads=8)
+    >>> x = keras.random.normal((2, 10, 512))
+    >>> y = mha(x, x, use_causal_mask=True)
+    >>> cache = mha.initial_cache(batch_size=2, max_length=10, d_model=512)
+    >>> y0, cache = mha(x[:, :1], x[:, :1], cache=cache, cache_update_index=0)
+
+    Reference: "Attention Is All You Need", section 3.2.
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+        self.num_heads = int(num_heads)
+        self.key_dim = None if key_dim is None else int(key_dim)
+        self.dropout = float(dropout)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.seed_generator = keras.random.SeedGenerator()
+        self.supports_masking = True
+
+    def _projection(self, name, equation, output_shape, bias_axes):
+        dense = keras.layers.EinsumDense(
+            equation,
+            output_shape=output_shape,
+            bias_axes=bias_axes if self.use_bias else None,
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+        # Masks are applied to the attention scores; the projections simply
+        # let them pass instead of warning that they drop them.
+        dense.supports_masking = True
+        return dense
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        d_model = query_shape[-1]
+        if self.key_dim is None:
+            if d_model % self.num_heads:
+                raise ValueError(
+                    f"MultiHeadAttention: d_model={d_model} is not divisible "
+                    f"by num_heads={self.num_heads}"
+                )
+            self.key_dim = d_model // self.num_heads
+        value_shape = query_shape if value_shape is None else value_shape
+        key_shape = value_shape if key_shape is None else key_shape
+        heads = (None, self.num_heads, self.key_dim)
+        self.query_dense = self._projection("query", "abc,cde->abde", heads, "de")
+        self.key_dense = self._projection("key", "abc,cde->abde", heads, "de")
+        self.value_dense = self._projection("value", "abc,cde->abde", heads, "de")
+        self.output_dense = self._projection(
+            "attention_output", "abcd,cde->abe", (None, d_model), "e"
+        )
+        self.query_dense.build(query_shape)
+        self.key_dense.build(key_shape)
+        self.value_dense.build(value_shape)
+        self.output_dense.build(
+            (query_shape[0], query_shape[1], self.num_heads, self.key_dim)
+        )
+        self.built = True
+
+    def initial_cache(self, batch_size, max_length, d_model=None):
+        """Zeros `(batch, 2, max_length, num_heads, key_dim)` for self-attention."""
+        if self.key_dim is None:
+            self.key_dim = d_model // self.num_heads
+        return ops.zeros(
+            (batch_size, 2, max_length, self.num_heads, self.key_dim),
+            dtype=self.compute_dtype,
+        )
+
+    def compute_cache(self, value, key=None):
+        """Projected keys and values of a fixed memory (the encoder output)."""
+        key = value if key is None else key
+        return ops.stack([self.key_dense(key), self.value_dense(value)], axis=1)
+
+    def call(
+        self,
+        query,
+        value=None,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        use_causal_mask=False,
+        cache=None,
+        cache_update_index=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        if value is None and cache is None:
+            value = query
+        key = value if key is None else key
+        query_heads = self.query_dense(query)
+        query_length = ops.shape(query)[1]
+
+        if cache is not None and cache_update_index is None:
+            key_heads, value_heads = cache[:, 0], cache[:, 1]
+        elif cache is not None:
+            new_entries = ops.stack(
+                [self.key_dense(key), self.value_dense(value)], axis=1
+            )
+            start = [0, 0, cache_update_index, 0, 0]
+            cache = ops.slice_update(cache, start, new_entries)
+            key_heads, value_heads = cache[:, 0], cache[:, 1]
+            if attention_mask is None:
+                attention_mask = causal_mask(
+                    query_length, ops.shape(cache)[2], cache_update_index
+                )[None]
+                use_causal_mask = False
+        else:
+            key_heads = self.key_dense(key)
+            value_heads = self.value_dense(value)
+
+        key_length = ops.shape(key_heads)[1]
+        mask = self._merge_masks(
+            attention_mask,
+            query_mask,
+            value_mask if key_mask is None else key_mask,
+            use_causal_mask,
+            query_length,
+            key_length,
+        )
+        if mask is not None:
+            mask = ops.expand_dims(mask, 1)  # broadcast over heads
+        result = scaled_dot_product_attention(
+            query_heads,
+            key_heads,
+            value_heads,
+            mask=mask,
+            dropout_rate=self.dropout,
+            training=training,
+            seed_generator=self.seed_generator,
+            return_attention_scores=return_attention_scores,
+        )
+        if return_attention_scores:
+            attended, scores = result
+        else:
+            attended = result
+        outputs = self.output_dense(attended)
+        returned = (outputs,)
+        if cache is not None:
+            returned += (cache,)
+        if return_attention_scores:
+            returned += (scores,)
+        return returned[0] if len(returned) == 1 else returned
+
+    def _merge_masks(
+        self, attention_mask, query_mask, key_mask, use_causal, q_len, k_len
+    ):
+        mask = None
+        if attention_mask is not None:
+            mask = ops.cast(attention_mask, "bool")
+        if key_mask is not None:
+            key_mask = ops.cast(key_mask, "bool")[:, None, :]
+            mask = key_mask if mask is None else ops.logical_and(mask, key_mask)
+        if query_mask is not None:
+            query_mask = ops.cast(query_mask, "bool")[:, :, None]
+            mask = query_mask if mask is None else ops.logical_and(mask, query_mask)
+        if use_causal:
+            causal = causal_mask(q_len, k_len)[None]
+            mask = causal if mask is None else ops.logical_and(mask, causal)
+        return mask
+
+    def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
+        return query_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "key_dim": self.key_dim,
+                "dropout": self.dropout,
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+            }
+        )
+        return config

@@ -1,0 +1,92 @@
+"""Position-wise feed-forward network."""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class PositionwiseFeedForward(keras.layers.Layer):
+    """FFN(x) = activation(x W_1 + b_1) W_2 + b_2, applied at every position.
+
+    Args:
+        d_ff: inner width (2048 in the base model).
+        activation: inner activation, ReLU in the paper.
+        dropout: dropout on the inner activations (0 in the paper; the
+            residual dropout lives in the encoder/decoder layers).
+        kernel_initializer, bias_initializer: for both projections.
+        **kwargs: standard layer arguments.
+
+    Call arguments:
+        inputs: `(batch, length, d_model)`; the output has the same shape.
+        training: enables dropout.
+
+    Masking: positions are independent, so a Keras mask passes through.
+
+    Example:
+    >>> ffn = PositionwiseFeedForward(d_ff=2048)
+    >>> y = ffn(keras.random.normal((2, 7, 512)))  # (2, 7, 512)
+
+    Reference: "Attention Is All You Need", section 3.3, equation (2).
+    """
+
+    def __init__(
+        self,
+        d_ff,
+        activation="relu",
+        dropout=0.0,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if d_ff < 1:
+            raise ValueError(f"d_ff must be >= 1, got {d_ff}")
+        self.d_ff = int(d_ff)
+        self.activation = keras.activations.get(activation)
+        self.dropout = float(dropout)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        d_model = input_shape[-1]
+        common = dict(
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            dtype=self.dtype_policy,
+        )
+        self.inner_dense = keras.layers.Dense(
+            self.d_ff, activation=self.activation, name="inner_dense", **common
+        )
+        self.inner_dense.build(input_shape)
+        self.inner_dropout = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy, name="inner_dropout"
+        )
+        self.output_dense = keras.layers.Dense(
+            d_model, name="output_dense", **common
+        )
+        self.output_dense.build(tuple(input_shape[:-1]) + (self.d_ff,))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        hidden = self.inner_dropout(self.inner_dense(inputs), training=training)
+        return self.output_dense(hidden)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "d_ff": self.d_ff,
+                "activation": keras.activations.serialize(self.activation),
+                "dropout": self.dropout,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+            }
+        )
+        return config

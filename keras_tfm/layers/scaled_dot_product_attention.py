@@ -1,0 +1,111 @@
+"""softmax(Q K^T / sqrt(d_k)) V, with boolean masks that never produce NaN."""
+
+import math
+
+from keras import ops
+from keras import random
+
+
+def _mask_fill_value(dtype):
+    # A large finite negative: exp() underflows to 0 without inf - inf = NaN.
+    return -3.0e4 if "float16" in str(dtype) else -1.0e9
+
+
+def scaled_dot_product_attention(
+    query,
+    key,
+    value,
+    mask=None,
+    dropout_rate=0.0,
+    training=False,
+    seed_generator=None,
+    return_attention_scores=False,
+    use_fused=True,
+):
+    """Scaled dot-product attention, equation (1) of the paper.
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+
+    Args:
+        query: `(batch, query_length, num_heads, d_k)`, or
+            `(batch, query_length, d_k)` for a single head.
+        key: `(batch, key_length, num_heads, d_k)` (same rank as query).
+        value: `(batch, key_length, num_heads, d_v)` (same rank as query).
+        mask: optional boolean tensor broadcastable to
+            `(batch, num_heads, query_length, key_length)` (rank-4 inputs) or
+            `(batch, query_length, key_length)` (rank-3 inputs). True means
+            "may attend". A query row with no True entry gets all-zero
+            attention weights and a zero output, never NaN.
+        dropout_rate: dropout on the attention weights (0 in the paper).
+        training: whether dropout is active.
+        seed_generator: a `keras.random.SeedGenerator` for the dropout.
+        return_attention_scores: also return the weights
+            `(batch, num_heads, query_length, key_length)`.
+        use_fused: when nothing but the plain math is asked for (no weights
+            returned, no active dropout), call `keras.ops.dot_product_attention`
+            so backends can use their fused kernels.
+
+    Returns:
+        The attended values with the layout of `query` (last axis d_v), and
+        the attention weights if `return_attention_scores`.
+
+    Example:
+    >>> q = k = v = keras.random.normal((2, 5, 4, 16))
+    >>> out = scaled_dot_product_attention(q, k, v)  # (2, 5, 4, 16)
+    """
+    single_head = len(query.shape) == 3
+    if single_head:
+        query = ops.expand_dims(query, 2)
+        key = ops.expand_dims(key, 2)
+        value = ops.expand_dims(value, 2)
+        if mask is not None and len(mask.shape) == 3:
+            mask = ops.expand_dims(mask, 1)
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+        while len(mask.shape) < 4:
+            mask = ops.expand_dims(mask, 0)
+    scale = 1.0 / math.sqrt(query.shape[-1])
+
+    dropout_active = bool(dropout_rate) and bool(training)
+    if use_fused and not return_attention_scores and not dropout_active:
+        full_mask = None
+        if mask is not None:
+            batch, query_length, num_heads = ops.shape(query)[:3]
+            key_length = ops.shape(key)[1]
+            full_mask = ops.broadcast_to(
+                mask, (batch, num_heads, query_length, key_length)
+            )
+        outputs = ops.dot_product_attention(
+            query, key, value, mask=full_mask, scale=scale
+        )
+        if mask is not None:
+            # Backends average over all keys in a fully masked row; we define
+            # that row's output as zero instead.
+            row_valid = ops.any(full_mask, axis=-1)  # (b, h, q)
+            row_valid = ops.transpose(row_valid, (0, 2, 1))[..., None]
+            outputs = outputs * ops.cast(row_valid, outputs.dtype)
+        return ops.squeeze(outputs, 2) if single_head else outputs
+
+    scores = ops.einsum("bqhd,bkhd->bhqk", query, key) * ops.cast(
+        scale, query.dtype
+    )
+    scores = ops.cast(scores, "float32")
+    if mask is not None:
+        scores = ops.where(mask, scores, _mask_fill_value("float32"))
+    weights = ops.softmax(scores, axis=-1)
+    if mask is not None:
+        row_valid = ops.any(mask, axis=-1, keepdims=True)
+        weights = weights * ops.cast(row_valid, weights.dtype)
+    weights = ops.cast(weights, query.dtype)
+    attended_weights = weights
+    if dropout_active:
+        attended_weights = random.dropout(
+            weights, dropout_rate, seed=seed_generator
+        )
+    outputs = ops.einsum("bhqk,bkhd->bqhd", attended_weights, value)
+    if single_head:
+        outputs = ops.squeeze(outputs, 2)
+        weights = ops.squeeze(weights, 1)
+    if return_attention_scores:
+        return outputs, weights
+    return outputs
