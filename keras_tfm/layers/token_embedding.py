@@ -90,7 +90,7 @@ class TokenEmbedding(keras.layers.Layer):
         return vectors
 
     def compute_mask(self, inputs, mask=None):
-        if not self.mask_zero or "float" in str(inputs.dtype):
+        if not self.mask_zero or "float" in keras.backend.standardize_dtype(inputs.dtype):
             return None
         return ops.not_equal(inputs, 0)
 

@@ -1,0 +1,244 @@
+"""Parallel text: reading line-aligned files and building `tf.data` pipelines."""
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import tensorflow as tf
+
+from keras_tfm.tokenizer import Tokenizer
+
+# Sentences are tokenized this many at a time inside the pipeline.
+_TOKENIZE_BATCH = 512
+
+
+class DataError(ValueError):
+    """Unusable data; the one-line message names the file and line."""
+
+
+def read_lines(path) -> list[str]:
+    """Reads a UTF-8 file, one sentence per line, trailing whitespace removed.
+
+    Raises:
+        DataError: when the file is missing, empty or not valid UTF-8.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing file: {path}")
+    data = path.read_bytes()
+    if not data:
+        raise DataError(f"{path}: file is empty")
+    # Split on "\n" only: str.splitlines would also split on characters such
+    # as U+2028 or U+0085 and put the two sides out of step.
+    raw_lines = data.split(b"\n")
+    if raw_lines[-1] == b"":
+        raw_lines.pop()
+    if raw_lines and raw_lines[0].startswith(b"\xef\xbb\xbf"):
+        raw_lines[0] = raw_lines[0][3:]
+    lines = []
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            column = len(raw[: error.start].decode("utf-8")) + 1
+            raise DataError(
+                f"{path}, line {number}: not valid UTF-8"
+                f" (byte 0x{raw[error.start]:02x} at column {column})"
+            ) from None
+        lines.append(line.rstrip())
+    return lines
+
+
+def read_parallel(
+    data_dir, split: str, src: str, tgt: str
+) -> tuple[list[str], list[str]]:
+    """Reads `{data_dir}/{split}.{src}` and `{data_dir}/{split}.{tgt}`.
+
+    Returns:
+        `(sources, targets)`, two lists of equal length.
+
+    Raises:
+        DataError: for a missing or empty file, a line that is not UTF-8, or
+            files with different line counts.
+    """
+    data_dir = Path(data_dir)
+    src_path = data_dir / f"{split}.{src}"
+    tgt_path = data_dir / f"{split}.{tgt}"
+    for path in (src_path, tgt_path):
+        if not path.is_file():
+            raise DataError(f"missing file: {path}")
+    sources = read_lines(src_path)
+    targets = read_lines(tgt_path)
+    if len(sources) != len(targets):
+        raise DataError(
+            f"{src_path} has {len(sources)} lines but {tgt_path} has"
+            f" {len(targets)} lines"
+        )
+    return sources, targets
+
+
+def bucket_boundaries(
+    max_length: int, min_length: int = 8, step: float = 1.1
+) -> list[int]:
+    """Exclusive upper bounds of length buckets covering `1..max_length`.
+
+    Bucket widths grow geometrically by `step`, starting at `min_length`; the
+    last boundary is `max_length + 1`, so every length up to `max_length`
+    falls below some boundary.
+    """
+    boundaries = []
+    length = min_length
+    while length < max_length:
+        boundaries.append(length + 1)
+        length = max(length + 1, int(math.ceil(length * step)))
+    boundaries.append(max_length + 1)
+    return boundaries
+
+
+def make_dataset(
+    sources: Sequence[str],
+    targets: Sequence[str],
+    src_tokenizer: Tokenizer,
+    tgt_tokenizer: Tokenizer,
+    *,
+    batch_size: int | None = None,
+    batch_tokens: int | None = None,
+    max_length: int = 128,
+    shuffle: bool = False,
+    seed: int = 0,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    shuffle_buffer: int | None = None,
+) -> tf.data.Dataset:
+    """Builds a training or evaluation pipeline for sentence pairs.
+
+    With source ids `x` and target ids `y` (as `tokenize` returns them), each
+    example becomes
+
+        source = x + [end]       (the encoder sees where the sentence ends)
+        target = [start] + y     (decoder input)
+        labels = y + [end]       (decoder input shifted left by one)
+
+    Pairs whose source or labels are longer than `max_length` are dropped.
+    Batches are padded with 0 at the end of each row.
+
+    Args:
+        sources, targets: aligned sentences.
+        src_tokenizer, tgt_tokenizer: used inside the pipeline.
+        batch_size: sentences per batch. Exactly one of `batch_size` and
+            `batch_tokens` must be given.
+        batch_tokens: group sentences of similar length so that each padded
+            batch holds at most this many tokens per side (batch size times
+            padded length, for source and for target alike). Must be at
+            least `max_length`.
+        max_length: longest source or target kept, in tokens, the added
+            start/end token included.
+        shuffle: shuffle pairs before batching, reshuffling every epoch. For
+            a given `seed` the sequence of batches (over all epochs) is the
+            same on every run.
+        seed: shuffle seed.
+        repeat: repeat forever (reshuffled each time when `shuffle`).
+        drop_remainder: drop incomplete batches.
+        shuffle_buffer: shuffle buffer size; default: the whole dataset.
+
+    Returns:
+        A dataset of `({"source": (B, S), "target": (B, T)}, labels (B, T))`,
+        all int32.
+
+    Raises:
+        ValueError: on inconsistent arguments.
+    """
+    if len(sources) != len(targets):
+        raise ValueError(
+            f"got {len(sources)} sources but {len(targets)} targets"
+        )
+    if (batch_size is None) == (batch_tokens is None):
+        raise ValueError("give exactly one of batch_size and batch_tokens")
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2, got {max_length}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_tokens is not None and batch_tokens < max_length:
+        raise ValueError(
+            f"batch_tokens ({batch_tokens}) must be >= max_length ({max_length})"
+        )
+
+    src_end = src_tokenizer.end_id
+    tgt_start = tgt_tokenizer.start_id
+    tgt_end = tgt_tokenizer.end_id
+
+    def tokenize(src_text, tgt_text):
+        return src_tokenizer.tokenize(src_text), tgt_tokenizer.tokenize(tgt_text)
+
+    def add_special_ids(x, y):
+        source = tf.concat([x, [src_end]], axis=0)
+        target = tf.concat([[tgt_start], y], axis=0)
+        labels = tf.concat([y, [tgt_end]], axis=0)
+        return {"source": source, "target": target}, labels
+
+    def short_enough(inputs, labels):
+        return tf.logical_and(
+            tf.size(inputs["source"]) <= max_length,
+            tf.size(labels) <= max_length,
+        )
+
+    text = tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant(list(sources), dtype=tf.string),
+            tf.constant(list(targets), dtype=tf.string),
+        )
+    )
+    dataset = (
+        text.batch(_TOKENIZE_BATCH)
+        .map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .unbatch()
+        .map(add_special_ids, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .filter(short_enough)
+    )
+    if shuffle:
+        buffer = shuffle_buffer or max(1, len(sources))
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+
+    padded_shapes = ({"source": [None], "target": [None]}, [None])
+    padding_values = ({"source": 0, "target": 0}, 0)
+    if batch_size is not None:
+        dataset = dataset.padded_batch(
+            batch_size,
+            padded_shapes=padded_shapes,
+            padding_values=padding_values,
+            drop_remainder=drop_remainder,
+        )
+    else:
+        boundaries = bucket_boundaries(max_length)
+        # Bucket i holds lengths below boundaries[i], so at most
+        # boundaries[i] - 1 tokens per row after padding. The bucket past the
+        # last boundary stays empty (longer pairs were filtered out).
+        sizes = [max(1, batch_tokens // (bound - 1)) for bound in boundaries]
+        sizes.append(1)
+        dataset = dataset.bucket_by_sequence_length(
+            element_length_func=lambda inputs, labels: tf.maximum(
+                tf.size(inputs["source"]), tf.size(labels)
+            ),
+            bucket_boundaries=boundaries,
+            bucket_batch_sizes=sizes,
+            padded_shapes=padded_shapes,
+            padding_values=padding_values,
+            drop_remainder=drop_remainder,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def text_dataset(
+    data_dir,
+    split: str,
+    src: str,
+    tgt: str,
+    src_tokenizer: Tokenizer,
+    tgt_tokenizer: Tokenizer,
+    **kwargs,
+) -> tf.data.Dataset:
+    """`read_parallel` followed by `make_dataset` (which takes `kwargs`)."""
+    sources, targets = read_parallel(data_dir, split, src, tgt)
+    return make_dataset(sources, targets, src_tokenizer, tgt_tokenizer, **kwargs)

@@ -1,0 +1,125 @@
+import keras
+import numpy as np
+import pytest
+from conftest import assert_config_round_trip, to_numpy
+from test_scaled_dot_product_attention import reference_attention
+
+from keras_tfm.layers import MultiHeadAttention
+
+
+def numpy_multi_head(layer, query, value, mask=None):
+    """Equation of section 3.2.2 from the layer's own weights, in float64."""
+    w = {
+        name: [np.asarray(to_numpy(v), np.float64) for v in sub.weights]
+        for name, sub in [
+            ("q", layer.query_dense), ("k", layer.key_dense),
+            ("v", layer.value_dense), ("o", layer.output_dense),
+        ]
+    }
+    q = np.einsum("btd,dhk->bthk", query, w["q"][0]) + w["q"][1]
+    k = np.einsum("btd,dhk->bthk", value, w["k"][0]) + w["k"][1]
+    v = np.einsum("btd,dhk->bthk", value, w["v"][0]) + w["v"][1]
+    heads, _ = reference_attention(q, k, v, None if mask is None else mask[:, None])
+    return np.einsum("bthk,hkd->btd", heads, w["o"][0]) + w["o"][1]
+
+
+def inputs(seed, b=2, tq=5, tk=6, d=16):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.normal(size=(b, tq, d)).astype("float32"),
+        rng.normal(size=(b, tk, d)).astype("float32"),
+    )
+
+
+def test_self_and_cross_attention_match_numpy_from_own_weights():
+    query, memory = inputs(0)
+    layer = MultiHeadAttention(num_heads=4)
+    np.testing.assert_allclose(
+        to_numpy(layer(query, memory)), numpy_multi_head(layer, query, memory),
+        atol=1e-5,
+    )
+    self_layer = MultiHeadAttention(num_heads=2)
+    np.testing.assert_allclose(
+        to_numpy(self_layer(memory, memory)),
+        numpy_multi_head(self_layer, memory, memory), atol=1e-5,
+    )
+
+
+def test_padding_and_causal_masks_match_numpy():
+    query, _ = inputs(1, tq=6)
+    padding = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
+    layer = MultiHeadAttention(num_heads=4)
+    got = to_numpy(
+        layer(query, query, query_mask=padding, value_mask=padding, use_causal_mask=True)
+    )
+    mask = np.tril(np.ones((6, 6), bool))[None] & padding[:, None, :] & padding[:, :, None]
+    np.testing.assert_allclose(got, numpy_multi_head(layer, query, query, mask), atol=1e-5)
+
+
+def copy_into_keras_layer(ours, theirs):
+    for mine, other in [
+        (ours.query_dense, theirs._query_dense),
+        (ours.key_dense, theirs._key_dense),
+        (ours.value_dense, theirs._value_dense),
+        (ours.output_dense, theirs._output_dense),
+    ]:
+        other.set_weights(mine.get_weights())
+
+
+def test_equals_keras_multi_head_attention_with_copied_weights():
+    query, memory = inputs(2)
+    ours = MultiHeadAttention(num_heads=4)
+    ours(query, memory)
+    theirs = keras.layers.MultiHeadAttention(num_heads=4, key_dim=4)
+    theirs(query, memory)
+    copy_into_keras_layer(ours, theirs)
+    attention_mask = np.random.default_rng(3).random((2, 5, 6)) > 0.3
+    attention_mask[:, :, 0] = True  # keras averages fully masked rows
+    np.testing.assert_allclose(
+        to_numpy(ours(query, memory, attention_mask=attention_mask)),
+        to_numpy(theirs(query, memory, attention_mask=attention_mask)),
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        to_numpy(ours(memory, memory, use_causal_mask=True)),
+        to_numpy(theirs(memory, memory, use_causal_mask=True)),
+        atol=1e-5,
+    )
+
+
+def test_incremental_self_attention_cache_equals_causal_attention():
+    _, sequence = inputs(4, tk=7)
+    layer = MultiHeadAttention(num_heads=4)
+    full = to_numpy(layer(sequence, sequence, use_causal_mask=True))
+    cache = layer.initial_cache(batch_size=2, max_length=9, d_model=16)
+    steps = []
+    for t in range(7):
+        step = sequence[:, t : t + 1]
+        out, cache = layer(step, step, cache=cache, cache_update_index=t)
+        steps.append(to_numpy(out))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+    # The cache now holds the projected keys of every position written.
+    keys = to_numpy(layer.key_dense(sequence))
+    np.testing.assert_allclose(to_numpy(cache)[:, 0, :7], keys, atol=1e-6)
+    np.testing.assert_array_equal(to_numpy(cache)[:, :, 7:], 0.0)
+
+
+def test_precomputed_cross_attention_cache_equals_direct_call():
+    query, memory = inputs(5)
+    padding = np.array([[1, 1, 1, 0, 0, 0], [1] * 6], bool)
+    layer = MultiHeadAttention(num_heads=2)
+    direct = to_numpy(layer(query, memory, value_mask=padding))
+    cache = layer.compute_cache(memory)
+    cached, same_cache = layer(query, cache=cache, value_mask=padding)
+    np.testing.assert_allclose(to_numpy(cached), direct, atol=1e-6)
+    np.testing.assert_array_equal(to_numpy(same_cache), to_numpy(cache))
+
+
+def test_rejects_indivisible_width():
+    with pytest.raises(ValueError, match="num_heads=3"):
+        MultiHeadAttention(num_heads=3)(np.zeros((1, 2, 16), "float32"))
+
+
+def test_config_round_trip():
+    query, memory = inputs(6)
+    assert_config_round_trip(MultiHeadAttention(num_heads=4, use_bias=False), query, memory)
