@@ -1,0 +1,247 @@
+import numpy as np
+import pytest
+import sentencepiece as spm
+import tensorflow as tf
+
+from keras_tfm.data import (
+    DataError,
+    bucket_boundaries,
+    make_dataset,
+    read_lines,
+    read_parallel,
+    text_dataset,
+)
+from keras_tfm.numbers_task import write_numbers_task
+from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
+
+START, END = 2, 3
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    data_dir = write_numbers_task(
+        tmp_path_factory.mktemp("numbers"), max_number=599, valid_size=50, test_size=50
+    )
+    sources, targets = read_parallel(data_dir, "train", "de", "en")
+    src_tok = Tokenizer(train_sentencepiece(sources, 128, "bpe"))
+    tgt_tok = Tokenizer(train_sentencepiece(targets, 128, "bpe"))
+    return data_dir, sources, targets, src_tok, tgt_tok
+
+
+def expected_examples(task, max_length):
+    """(source, target, labels) id lists, computed with sentencepiece itself."""
+    _, sources, targets, src_tok, tgt_tok = task
+    src_sp = spm.SentencePieceProcessor(model_proto=src_tok.model_proto)
+    tgt_sp = spm.SentencePieceProcessor(model_proto=tgt_tok.model_proto)
+    examples = []
+    for x, y in zip(src_sp.encode(sources), tgt_sp.encode(targets)):
+        if len(x) + 1 <= max_length and len(y) + 1 <= max_length:
+            examples.append((x + [END], [START] + y, y + [END]))
+    return examples
+
+
+def unpad(row):
+    """Drops the trailing padding, checking that 0 occurs only there."""
+    row = list(row)
+    length = len(row)
+    while length and row[length - 1] == 0:
+        length -= 1
+    assert 0 not in row[:length], row
+    assert length > 0
+    return row[:length]
+
+
+def collect(dataset):
+    """Per-example (source, target, labels) lists and per-batch shapes."""
+    examples, shapes = [], []
+    for inputs, labels in dataset:
+        assert set(inputs) == {"source", "target"}
+        source, target = inputs["source"], inputs["target"]
+        for tensor in (source, target, labels):
+            assert tensor.dtype == tf.int32
+            assert tensor.shape.rank == 2
+        assert target.shape == labels.shape
+        assert source.shape[0] == target.shape[0]
+        shapes.append((source.shape[0], source.shape[1], target.shape[1]))
+        rows = zip(source.numpy(), target.numpy(), labels.numpy())
+        for s, t, lab in rows:
+            t, lab = unpad(t), unpad(lab)
+            assert len(t) == len(lab)
+            # The decoder input is the label sequence shifted right by one.
+            assert t[0] == START and lab[-1] == END
+            assert t[1:] == lab[:-1]
+            examples.append((unpad(s), t, lab))
+        # Every batch is padded to its longest row, no wider.
+        assert max(len(e[0]) for e in examples[-source.shape[0] :]) == source.shape[1]
+        assert max(len(e[1]) for e in examples[-target.shape[0] :]) == target.shape[1]
+    return examples, shapes
+
+
+def write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def test_read_parallel(tmp_path):
+    write(tmp_path / "train.de", "eins  \r\nzwei\n\ndrei\u2028vier\n".encode())
+    write(tmp_path / "train.en", b"one\ntwo \t\n\nthree four")
+    sources, targets = read_parallel(tmp_path, "train", "de", "en")
+    assert sources == ["eins", "zwei", "", "drei\u2028vier"]
+    assert targets == ["one", "two", "", "three four"]
+    write(tmp_path / "bom.de", b"\xef\xbb\xbfeins\n")
+    assert read_lines(tmp_path / "bom.de") == ["eins"]
+
+
+def test_missing_file(tmp_path):
+    write(tmp_path / "train.de", b"eins\n")
+    with pytest.raises(DataError) as error:
+        read_parallel(tmp_path, "train", "de", "en")
+    assert str(error.value) == f"missing file: {tmp_path / 'train.en'}"
+    assert isinstance(error.value, ValueError)
+
+
+def test_line_count_mismatch(tmp_path):
+    write(tmp_path / "valid.de", b"eins\nzwei\ndrei\n")
+    write(tmp_path / "valid.en", b"one\ntwo\n")
+    with pytest.raises(DataError) as error:
+        read_parallel(tmp_path, "valid", "de", "en")
+    assert str(error.value) == (
+        f"{tmp_path / 'valid.de'} has 3 lines but {tmp_path / 'valid.en'} has 2 lines"
+    )
+
+
+def test_empty_file(tmp_path):
+    write(tmp_path / "test.de", b"eins\n")
+    write(tmp_path / "test.en", b"")
+    with pytest.raises(DataError) as error:
+        read_parallel(tmp_path, "test", "de", "en")
+    assert str(error.value) == f"{tmp_path / 'test.en'}: file is empty"
+
+
+@pytest.mark.parametrize(
+    "data, line, byte, column",
+    [
+        (b"ok\n\xff\xfe bad\n", 2, "0xff", 1),
+        ("eins\nzwei\nfünf ".encode() + b"\xc3(\n", 3, "0xc3", 6),
+    ],
+)
+def test_invalid_utf8(tmp_path, data, line, byte, column):
+    write(tmp_path / "train.de", b"a\nb\nc\n")
+    path = write(tmp_path / "train.en", data)
+    with pytest.raises(DataError) as error:
+        read_parallel(tmp_path, "train", "de", "en")
+    message = str(error.value)
+    assert message == (
+        f"{path}, line {line}: not valid UTF-8 (byte {byte} at column {column})"
+    )
+    assert "\n" not in message
+
+
+def test_fixed_batches_match_tokenizer(task):
+    _, sources, targets, src_tok, tgt_tok = task
+    dataset = make_dataset(sources, targets, src_tok, tgt_tok, batch_size=64)
+    spec_inputs, spec_labels = dataset.element_spec
+    assert spec_inputs["source"].dtype == spec_labels.dtype == tf.int32
+    examples, shapes = collect(dataset)
+    assert examples == expected_examples(task, 128)
+    assert len(examples) == len(sources) == 500
+    assert [b for b, _, _ in shapes] == [64] * 7 + [52]
+
+
+def test_length_filter(task):
+    _, sources, targets, src_tok, tgt_tok = task
+    expected = expected_examples(task, 5)
+    assert 0 < len(expected) < len(sources)
+    dataset = make_dataset(
+        sources, targets, src_tok, tgt_tok, batch_size=16, max_length=5
+    )
+    examples, shapes = collect(dataset)
+    assert examples == expected
+    assert max(max(s, t) for _, s, t in shapes) <= 5
+
+
+def test_drop_remainder(task):
+    _, sources, targets, src_tok, tgt_tok = task
+    dataset = make_dataset(
+        sources, targets, src_tok, tgt_tok, batch_size=64, drop_remainder=True
+    )
+    _, shapes = collect(dataset)
+    assert [b for b, _, _ in shapes] == [64] * 7
+
+
+def test_shuffle_is_seeded(task):
+    _, sources, targets, src_tok, tgt_tok = task
+
+    def epochs(seed, count=2):
+        dataset = make_dataset(
+            sources, targets, src_tok, tgt_tok, batch_size=32, shuffle=True, seed=seed
+        )
+        return [collect(dataset)[0] for _ in range(count)]
+
+    first, second = epochs(5), epochs(5)
+    assert first == second
+    # Reshuffled every epoch, each epoch a permutation of the data.
+    assert first[0] != first[1]
+    expected = sorted(expected_examples(task, 128))
+    assert sorted(first[0]) == sorted(first[1]) == expected
+    assert first[0] != sorted(first[0])
+    assert epochs(6, count=1)[0] != first[0]
+
+
+def test_repeat(task):
+    _, sources, targets, src_tok, tgt_tok = task
+    dataset = make_dataset(
+        sources[:10], targets[:10], src_tok, tgt_tok, batch_size=4, repeat=True
+    )
+    examples, _ = collect(dataset.take(6))
+    assert len(examples) == 24
+    assert examples[:10] == examples[10:20] == expected_examples(task, 128)[:10]
+
+
+@pytest.mark.parametrize("batch_tokens, max_length", [(64, 16), (100, 64)])
+def test_batch_tokens_bound(task, batch_tokens, max_length):
+    _, sources, targets, src_tok, tgt_tok = task
+    dataset = make_dataset(
+        sources,
+        targets,
+        src_tok,
+        tgt_tok,
+        batch_tokens=batch_tokens,
+        max_length=max_length,
+        shuffle=True,
+    )
+    examples, shapes = collect(dataset)
+    assert sorted(examples) == sorted(expected_examples(task, max_length))
+    for batch, source_length, target_length in shapes:
+        assert batch * source_length <= batch_tokens
+        assert batch * target_length <= batch_tokens
+    # Buckets actually group several sentences per batch.
+    assert np.mean([b for b, _, _ in shapes]) > 4
+
+
+def test_bucket_boundaries():
+    bounds = bucket_boundaries(128)
+    assert bounds[0] == 9 and bounds[-1] == 129
+    assert all(a < b for a, b in zip(bounds, bounds[1:]))
+    assert bucket_boundaries(5) == [6]
+
+
+def test_text_dataset(task):
+    data_dir, _, _, src_tok, tgt_tok = task
+    dataset = text_dataset(
+        data_dir, "valid", "de", "en", src_tok, tgt_tok, batch_size=8
+    )
+    examples, _ = collect(dataset)
+    assert len(examples) == 50
+
+
+def test_bad_arguments(task):
+    _, sources, targets, src_tok, tgt_tok = task
+    with pytest.raises(ValueError, match="exactly one"):
+        make_dataset(sources, targets, src_tok, tgt_tok)
+    with pytest.raises(ValueError, match="exactly one"):
+        make_dataset(sources, targets, src_tok, tgt_tok, batch_size=8, batch_tokens=64)
+    with pytest.raises(ValueError, match="max_length"):
+        make_dataset(sources, targets, src_tok, tgt_tok, batch_tokens=10, max_length=16)
+    with pytest.raises(ValueError, match="targets"):
+        make_dataset(sources, targets[:-1], src_tok, tgt_tok, batch_size=8)
