@@ -1,0 +1,79 @@
+"""Trains a small model for a few steps under a strategy; saves its results.
+
+Run as a script (a fresh process is needed to split the CPU into logical
+devices or to join a TF_CONFIG cluster):
+    python distributed_worker.py MODE OUT_PATH
+MODE is one_device, mirrored (two logical CPUs) or multi_worker (TF_CONFIG).
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+GLOBAL_BATCH = 8
+STEPS = 3
+
+
+def batches():
+    """Deterministic batches whose halves hold different numbers of tokens."""
+    rng = np.random.default_rng(0)
+    count = GLOBAL_BATCH * STEPS
+    source = rng.integers(3, 30, (count, 9)).astype("int32")
+    target = rng.integers(3, 30, (count, 7)).astype("int32")
+    labels = rng.integers(3, 30, (count, 7)).astype("int32")
+    for row in range(count):
+        cut = 2 + (row * 5) % 6
+        source[row, cut + 1 :] = 0
+        target[row, cut:] = 0
+        labels[row, cut:] = 0
+    target[:, 0] = 1
+    dataset = tf.data.Dataset.from_tensor_slices(
+        ({"source": source, "target": target}, labels)
+    )
+    return dataset.batch(GLOBAL_BATCH)
+
+
+def main(mode, out_path):
+    if mode == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+    import keras
+
+    from keras_tfm import TransformerConfig, build_transformer
+    from keras_tfm import training
+
+    strategy = training.make_strategy(mode)
+    keras.utils.set_random_seed(7)
+    config = TransformerConfig(
+        src_vocab_size=30, tgt_vocab_size=30, d_model=16, num_heads=2, d_ff=32,
+        num_encoder_layers=1, num_decoder_layers=1, dropout=0.0, max_length=16,
+    )
+    dataset = batches()
+    with strategy.scope():
+        model = build_transformer(config)
+        training.compile_model(
+            model, training.make_optimizer(16, warmup_steps=2, scale=4.0)
+        )
+    training.prepare_for_fit(model, strategy, next(iter(dataset)))
+    history = model.fit(
+        training.distribute_options(dataset, strategy), epochs=1, verbose=0,
+        callbacks=[training.ThroughputAndLearningRate()],
+    )
+    weights = {f"weight:{v.path}": np.asarray(v.numpy()) for v in model.weights}
+    np.savez(
+        out_path,
+        loss=np.array(history.history["loss"]),
+        accuracy=np.array(history.history["accuracy"]),
+        replicas=strategy.num_replicas_in_sync,
+        **weights,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
