@@ -104,7 +104,11 @@ def generate(
             top-k).
         seed: for "sample": an int (same seed, same samples), a
             `keras.random.SeedGenerator`, or None for Keras' global
-            generator (not traceable under `jax.jit`).
+            generator (not traceable under `jax.jit`). One uniform number
+            per sequence and step is drawn before the loop; note that
+            TensorFlow's stateless RNG gives different numbers under XLA
+            than eagerly, so an int seed reproduces samples within one
+            mode, not across `jit_compile` and eager.
         use_cache: incremental decoding with key/value caches; False re-runs
             the full decoder on the prefix at every step (slow, the
             reference).
@@ -349,6 +353,8 @@ def _sampler(uniforms, temperature, top_k, top_p):
     """
 
     def choose(logits, t):
+        if top_k == 1:
+            return _greedy_choice(logits, t)
         scaled = _exclude_padding(logits / temperature)
         vocab = scaled.shape[-1]
         candidates = None

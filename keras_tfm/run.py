@@ -1,0 +1,302 @@
+"""The `keras-tfm train` job: config, data, tokenizers, fit, evaluation."""
+
+import copy
+import json
+import os
+import time
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+DEFAULT_CONFIG = "numbers"
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used; the message names the field."""
+
+
+def load_config(path=None):
+    """Reads a TOML training config; None means the built-in default task."""
+    if path is None:
+        text = (
+            resources.files("keras_tfm")
+            .joinpath("configs", f"{DEFAULT_CONFIG}.toml")
+            .read_text(encoding="utf-8")
+        )
+        source = f"<built-in {DEFAULT_CONFIG}.toml>"
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"{source}: cannot read config ({error.strerror})") from None
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    for section in ("data", "tokenizer", "model", "training", "evaluation"):
+        if not isinstance(config.setdefault(section, {}), dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+    config.setdefault("name", Path(source).stem)
+    config["source"] = source
+    return config
+
+
+def _field(config, section, key, default, kind=None):
+    value = config[section].get(key, default)
+    if kind is not None and value is not None and not isinstance(value, kind):
+        raise ConfigError(
+            f"{config['source']}: [{section}] {key} must be "
+            f"{getattr(kind, '__name__', kind)}, got {value!r}"
+        )
+    return value
+
+
+def model_config(config, src_vocab_size, tgt_vocab_size):
+    from keras_tfm.config import TransformerConfig
+
+    values = dict(config["model"])
+    preset = values.pop("preset", None)
+    values.update(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
+    if values.get("share_embeddings"):
+        size = max(src_vocab_size, tgt_vocab_size)
+        values.update(src_vocab_size=size, tgt_vocab_size=size)
+    try:
+        if preset:
+            return TransformerConfig.preset(preset, **values)
+        return TransformerConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{config['source']}: [model] {error}") from None
+
+
+def _write_json(path, payload):
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def prepare_data(config, run_dir):
+    """Returns the data directory and language suffixes of the run."""
+    from keras_tfm.numbers_task import write_numbers_task
+
+    data = config["data"]
+    src, tgt = _field(config, "data", "src", "de", str), _field(config, "data", "tgt", "en", str)
+    if data.get("data_dir"):
+        return Path(data["data_dir"]).expanduser(), src, tgt
+    task = _field(config, "data", "task", "numbers", str)
+    if task != "numbers":
+        raise ConfigError(
+            f"{config['source']}: [data] task must be 'numbers' or data_dir must be set"
+        )
+    data_dir = Path(run_dir) / "data"
+    if not (data_dir / f"test.{tgt}").exists():
+        write_numbers_task(
+            data_dir,
+            max_number=_field(config, "data", "max_number", 9999, int),
+            valid_size=_field(config, "data", "valid_size", 500, int),
+            test_size=_field(config, "data", "test_size", 500, int),
+            seed=_field(config, "training", "seed", 0, int),
+        )
+    return data_dir, src, tgt
+
+
+def prepare_tokenizers(config, run_dir, train_sources, train_targets):
+    """Trains the SentencePiece models once; later runs reuse the saved ones."""
+    from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
+
+    directory = Path(run_dir) / "tokenizers"
+    directory.mkdir(parents=True, exist_ok=True)
+    settings = config["tokenizer"]
+    tokenizers = []
+    for side, lines in (("src", train_sources), ("tgt", train_targets)):
+        path = directory / f"{side}.model"
+        if not path.exists():
+            proto = train_sentencepiece(
+                lines,
+                vocab_size=_field(config, "tokenizer", f"{side}_vocab_size", 8000, int),
+                model_type=settings.get("model_type", "bpe"),
+            )
+            Tokenizer(proto).save(path)
+        tokenizers.append(Tokenizer.load(path))
+    return tokenizers
+
+
+def make_translator(model, src_tokenizer, tgt_tokenizer, evaluation):
+    """`list[str] -> list[str]` through the tokenizers and cached decoding."""
+    import tensorflow as tf
+
+    from keras_tfm.generation import make_generate_fn
+
+    generate_fn = make_generate_fn(
+        model,
+        max_length=int(evaluation.get("max_length", 64)),
+        start_id=tgt_tokenizer.start_id,
+        end_id=tgt_tokenizer.end_id,
+        method=evaluation.get("method", "greedy"),
+        beam_size=int(evaluation.get("beam_size", 4)),
+        length_penalty=float(evaluation.get("length_penalty", 0.6)),
+    )
+    source_limit = model.get_layer("encoder").max_length - 1
+    batch_size = int(evaluation.get("batch_size", 64))
+
+    def translate(sentences):
+        outputs = []
+        for start in range(0, len(sentences), batch_size):
+            chunk = sentences[start : start + batch_size]
+            ids = src_tokenizer.tokenize(tf.constant(chunk))[:, :source_limit]
+            end = tf.fill([ids.nrows(), 1], src_tokenizer.end_id)
+            ids = tf.concat([ids, tf.RaggedTensor.from_tensor(end)], axis=1)
+            tokens, _ = generate_fn(ids.to_tensor())
+            text = tgt_tokenizer.detokenize(tf.convert_to_tensor(tokens))
+            outputs.extend(t.decode("utf-8") for t in text.numpy())
+        return outputs
+
+    return translate
+
+
+def evaluate_translations(hypotheses, references):
+    import sacrebleu
+
+    exact = sum(h.strip() == r.strip() for h, r in zip(hypotheses, references))
+    return {
+        "sacrebleu": round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2),
+        "exact_match": exact / max(len(references), 1),
+        "sentences": len(references),
+    }
+
+
+def train(config, *, run_dir=None, epochs=None, strategy_name="auto", data_dir=None,
+          src=None, tgt=None, export=True, log=print):
+    """Runs the whole job and returns the metrics dict."""
+    config = copy.deepcopy(config)
+    if data_dir is not None:
+        config["data"]["data_dir"] = str(data_dir)
+    if src is not None:
+        config["data"]["src"] = src
+    if tgt is not None:
+        config["data"]["tgt"] = tgt
+    if epochs is not None:
+        config["training"]["epochs"] = epochs
+
+    # The strategy comes first: MultiWorkerMirroredStrategy must configure the
+    # runtime before any TensorFlow op runs.
+    from keras_tfm import training
+
+    strategy = training.make_strategy(strategy_name)
+
+    import keras
+    import tensorflow as tf
+
+    from keras_tfm.data import make_dataset, read_parallel
+    from keras_tfm.model import build_transformer
+
+    run_dir = Path(run_dir or Path("runs") / config["name"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = tf_config.get("task", {})
+    is_chief = task.get("index", 0) == 0 and task.get("type", "worker") in ("worker", "chief")
+    write_dir = run_dir if is_chief else run_dir / "workers" / str(task.get("index"))
+    write_dir.mkdir(parents=True, exist_ok=True)
+
+    seed = _field(config, "training", "seed", 0, int)
+    keras.utils.set_random_seed(seed)
+    data_path, src, tgt = prepare_data(config, run_dir)
+    train_src, train_tgt = read_parallel(data_path, "train", src, tgt)
+    valid_src, valid_tgt = read_parallel(data_path, "valid", src, tgt)
+    test_src, test_tgt = read_parallel(data_path, "test", src, tgt)
+    src_tok, tgt_tok = prepare_tokenizers(config, run_dir, train_src, train_tgt)
+    model_cfg = model_config(config, src_tok.vocab_size, tgt_tok.vocab_size)
+    _write_json(run_dir / "transformer_config.json", model_cfg.to_dict())
+
+    settings = config["training"]
+    if _field(config, "training", "mixed_precision", False, bool):
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    batching = {}
+    if settings.get("batch_tokens"):
+        batching["batch_tokens"] = _field(config, "training", "batch_tokens", None, int)
+    else:
+        batching["batch_size"] = _field(config, "training", "batch_size", 64, int)
+    common = dict(max_length=model_cfg.max_length, **batching)
+    train_ds = make_dataset(train_src, train_tgt, src_tok, tgt_tok, shuffle=True,
+                            seed=seed, **common)
+    valid_ds = make_dataset(valid_src, valid_tgt, src_tok, tgt_tok, **common)
+    train_ds = training.distribute_options(train_ds, strategy)
+    valid_ds = training.distribute_options(valid_ds, strategy)
+
+    with strategy.scope():
+        model = build_transformer(model_cfg)
+        optimizer = training.make_optimizer(
+            model_cfg.d_model,
+            warmup_steps=_field(config, "training", "warmup_steps", 4000, int),
+            scale=float(settings.get("learning_rate_scale", 1.0)),
+        )
+        training.compile_model(
+            model, optimizer,
+            label_smoothing=float(settings.get("label_smoothing", 0.1)),
+            jit_compile=_field(config, "training", "jit_compile", False, bool),
+        )
+    training.prepare_for_fit(model, strategy, next(iter(valid_ds)))
+
+    evaluation = config["evaluation"]
+    translate = make_translator(model, src_tok, tgt_tok, evaluation)
+    samples = int(evaluation.get("samples", 4))
+    extra = []
+    if samples and is_chief:
+        extra.append(training.SampleTranslations(
+            translate, valid_src[:samples], valid_tgt[:samples], str(write_dir / "logs")
+        ))
+    callbacks, nan_guard = training.make_callbacks(
+        str(write_dir), patience=int(settings.get("early_stopping_patience", 0)),
+        extra=extra,
+    )
+    resumed = training.backup_epoch(write_dir / "backup")
+    if resumed is not None:
+        log(f"resuming from the backup in {write_dir / 'backup'} after epoch {resumed}")
+    total_epochs = _field(config, "training", "epochs", 10, int)
+    log(f"training {model.count_params():,} parameters on "
+        f"{strategy.num_replicas_in_sync} replica(s) for {total_epochs} epochs; "
+        f"run directory {run_dir}")
+    started = time.perf_counter()
+    model.fit(train_ds, validation_data=valid_ds, epochs=total_epochs,
+              callbacks=callbacks, verbose=settings.get("verbose", _verbosity()))
+    train_seconds = time.perf_counter() - started
+    if nan_guard.message:
+        raise FloatingPointError(nan_guard.message)
+
+    hypotheses = translate(test_src)
+    metrics = evaluate_translations(hypotheses, test_tgt)
+    metrics.update(train_seconds=round(train_seconds, 1), epochs=total_epochs,
+                   parameters=model.count_params(),
+                   decoding=evaluation.get("method", "greedy"))
+    if not is_chief:
+        return metrics
+    model.save(run_dir / "model.keras.tmp.keras")
+    os.replace(run_dir / "model.keras.tmp.keras", run_dir / "model.keras")
+    _write_json(run_dir / "metrics.json", metrics)
+    log(f"test: sacreBLEU {metrics['sacrebleu']}, exact match "
+        f"{metrics['exact_match']:.4f} on {metrics['sentences']} sentences")
+    for source, reference, hypothesis in list(zip(test_src, test_tgt, hypotheses))[:5]:
+        log(f"  {source}  ->  {hypothesis}   (reference: {reference})")
+    if export:
+        export_model = _export_hook()
+        if export_model is not None:
+            path = export_model(run_dir, name=config["name"])
+            log(f"exported for TF Serving: {path}")
+            metrics["export"] = str(path)
+    return metrics
+
+
+def _verbosity():
+    # The live progress bar on a terminal; one line per epoch in log files.
+    import sys
+
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _export_hook():
+    try:
+        from keras_tfm.export import export_run
+    except ImportError:
+        return None
+    return export_run
