@@ -5,19 +5,33 @@ import dataclasses
 PRESETS = {
     # Small enough to train on a laptop CPU in minutes.
     "tiny": dict(
-        d_model=64, num_heads=4, d_ff=256, num_encoder_layers=2,
-        num_decoder_layers=2, dropout=0.1,
+        d_model=64,
+        num_heads=4,
+        d_ff=256,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dropout=0.1,
     ),
     # Table 3 of the paper, rows "base" and "big". Both share one
     # source/target vocabulary and tie it to the output projection.
     "base": dict(
-        d_model=512, num_heads=8, d_ff=2048, num_encoder_layers=6,
-        num_decoder_layers=6, dropout=0.1, share_embeddings=True,
+        d_model=512,
+        num_heads=8,
+        d_ff=2048,
+        num_encoder_layers=6,
+        num_decoder_layers=6,
+        dropout=0.1,
+        share_embeddings=True,
         tie_output=True,
     ),
     "big": dict(
-        d_model=1024, num_heads=16, d_ff=4096, num_encoder_layers=6,
-        num_decoder_layers=6, dropout=0.3, share_embeddings=True,
+        d_model=1024,
+        num_heads=16,
+        d_ff=4096,
+        num_encoder_layers=6,
+        num_decoder_layers=6,
+        dropout=0.3,
+        share_embeddings=True,
         tie_output=True,
     ),
 }
@@ -66,8 +80,14 @@ class TransformerConfig:
 
     def __post_init__(self):
         for name in (
-            "src_vocab_size", "tgt_vocab_size", "d_model", "num_heads", "d_ff",
-            "num_encoder_layers", "num_decoder_layers", "max_length",
+            "src_vocab_size",
+            "tgt_vocab_size",
+            "d_model",
+            "num_heads",
+            "d_ff",
+            "num_encoder_layers",
+            "num_decoder_layers",
+            "max_length",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -75,9 +95,7 @@ class TransformerConfig:
                     f"TransformerConfig.{name} must be an integer, got {value!r}"
                 )
             if value < 1:
-                raise ValueError(
-                    f"TransformerConfig.{name} must be >= 1, got {value}"
-                )
+                raise ValueError(f"TransformerConfig.{name} must be >= 1, got {value}")
         for name in ("dropout", "attention_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:

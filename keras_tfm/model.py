@@ -76,8 +76,10 @@ def transformer_parts(model):
     if "output_logits" in names:
         project = model.get_layer("output_logits")
     else:
+
         def project(hidden):
             return target_embedding(hidden, reverse=True)
+
     return (
         source_embedding,
         target_embedding,

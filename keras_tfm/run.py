@@ -4,9 +4,10 @@ import copy
 import json
 import os
 import time
-import tomllib
 from importlib import resources
 from pathlib import Path
+
+import tomllib
 
 DEFAULT_CONFIG = "numbers"
 
@@ -29,7 +30,9 @@ def load_config(path=None):
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as error:
-            raise ConfigError(f"{source}: cannot read config ({error.strerror})") from None
+            raise ConfigError(
+                f"{source}: cannot read config ({error.strerror})"
+            ) from None
     try:
         config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -81,7 +84,10 @@ def prepare_data(config, run_dir):
     from keras_tfm.numbers_task import write_numbers_task
 
     data = config["data"]
-    src, tgt = _field(config, "data", "src", "de", str), _field(config, "data", "tgt", "en", str)
+    src, tgt = (
+        _field(config, "data", "src", "de", str),
+        _field(config, "data", "tgt", "en", str),
+    )
     if data.get("data_dir"):
         return Path(data["data_dir"]).expanduser(), src, tgt
     task = _field(config, "data", "task", "numbers", str)
@@ -166,8 +172,18 @@ def evaluate_translations(hypotheses, references):
     }
 
 
-def train(config, *, run_dir=None, epochs=None, strategy_name="auto", data_dir=None,
-          src=None, tgt=None, export=True, log=print):
+def train(
+    config,
+    *,
+    run_dir=None,
+    epochs=None,
+    strategy_name="auto",
+    data_dir=None,
+    src=None,
+    tgt=None,
+    export=True,
+    log=print,
+):
     """Runs the whole job and returns the metrics dict."""
     config = copy.deepcopy(config)
     if data_dir is not None:
@@ -186,7 +202,6 @@ def train(config, *, run_dir=None, epochs=None, strategy_name="auto", data_dir=N
     strategy = training.make_strategy(strategy_name)
 
     import keras
-    import tensorflow as tf
 
     from keras_tfm.data import make_dataset, read_parallel
     from keras_tfm.model import build_transformer
@@ -195,7 +210,10 @@ def train(config, *, run_dir=None, epochs=None, strategy_name="auto", data_dir=N
     run_dir.mkdir(parents=True, exist_ok=True)
     tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
     task = tf_config.get("task", {})
-    is_chief = task.get("index", 0) == 0 and task.get("type", "worker") in ("worker", "chief")
+    is_chief = task.get("index", 0) == 0 and task.get("type", "worker") in (
+        "worker",
+        "chief",
+    )
     write_dir = run_dir if is_chief else run_dir / "workers" / str(task.get("index"))
     write_dir.mkdir(parents=True, exist_ok=True)
 
@@ -218,8 +236,9 @@ def train(config, *, run_dir=None, epochs=None, strategy_name="auto", data_dir=N
     else:
         batching["batch_size"] = _field(config, "training", "batch_size", 64, int)
     common = dict(max_length=model_cfg.max_length, **batching)
-    train_ds = make_dataset(train_src, train_tgt, src_tok, tgt_tok, shuffle=True,
-                            seed=seed, **common)
+    train_ds = make_dataset(
+        train_src, train_tgt, src_tok, tgt_tok, shuffle=True, seed=seed, **common
+    )
     valid_ds = make_dataset(valid_src, valid_tgt, src_tok, tgt_tok, **common)
     train_ds = training.distribute_options(train_ds, strategy)
     valid_ds = training.distribute_options(valid_ds, strategy)
@@ -232,7 +251,8 @@ def train(config, *, run_dir=None, epochs=None, strategy_name="auto", data_dir=N
             scale=float(settings.get("learning_rate_scale", 1.0)),
         )
         training.compile_model(
-            model, optimizer,
+            model,
+            optimizer,
             label_smoothing=float(settings.get("label_smoothing", 0.1)),
             jit_compile=_field(config, "training", "jit_compile", False, bool),
         )
@@ -243,39 +263,57 @@ def train(config, *, run_dir=None, epochs=None, strategy_name="auto", data_dir=N
     samples = int(evaluation.get("samples", 4))
     extra = []
     if samples and is_chief:
-        extra.append(training.SampleTranslations(
-            translate, valid_src[:samples], valid_tgt[:samples], str(write_dir / "logs")
-        ))
+        extra.append(
+            training.SampleTranslations(
+                translate,
+                valid_src[:samples],
+                valid_tgt[:samples],
+                str(write_dir / "logs"),
+            )
+        )
     callbacks, nan_guard = training.make_callbacks(
-        str(write_dir), patience=int(settings.get("early_stopping_patience", 0)),
+        str(write_dir),
+        patience=int(settings.get("early_stopping_patience", 0)),
         extra=extra,
     )
     resumed = training.backup_epoch(write_dir / "backup")
     if resumed is not None:
         log(f"resuming from the backup in {write_dir / 'backup'} after epoch {resumed}")
     total_epochs = _field(config, "training", "epochs", 10, int)
-    log(f"training {model.count_params():,} parameters on "
+    log(
+        f"training {model.count_params():,} parameters on "
         f"{strategy.num_replicas_in_sync} replica(s) for {total_epochs} epochs; "
-        f"run directory {run_dir}")
+        f"run directory {run_dir}"
+    )
     started = time.perf_counter()
-    model.fit(train_ds, validation_data=valid_ds, epochs=total_epochs,
-              callbacks=callbacks, verbose=settings.get("verbose", _verbosity()))
+    model.fit(
+        train_ds,
+        validation_data=valid_ds,
+        epochs=total_epochs,
+        callbacks=callbacks,
+        verbose=settings.get("verbose", _verbosity()),
+    )
     train_seconds = time.perf_counter() - started
     if nan_guard.message:
         raise FloatingPointError(nan_guard.message)
 
     hypotheses = translate(test_src)
     metrics = evaluate_translations(hypotheses, test_tgt)
-    metrics.update(train_seconds=round(train_seconds, 1), epochs=total_epochs,
-                   parameters=model.count_params(),
-                   decoding=evaluation.get("method", "greedy"))
+    metrics.update(
+        train_seconds=round(train_seconds, 1),
+        epochs=total_epochs,
+        parameters=model.count_params(),
+        decoding=evaluation.get("method", "greedy"),
+    )
     if not is_chief:
         return metrics
     model.save(run_dir / "model.keras.tmp.keras")
     os.replace(run_dir / "model.keras.tmp.keras", run_dir / "model.keras")
     _write_json(run_dir / "metrics.json", metrics)
-    log(f"test: sacreBLEU {metrics['sacrebleu']}, exact match "
-        f"{metrics['exact_match']:.4f} on {metrics['sentences']} sentences")
+    log(
+        f"test: sacreBLEU {metrics['sacrebleu']}, exact match "
+        f"{metrics['exact_match']:.4f} on {metrics['sentences']} sentences"
+    )
     for source, reference, hypothesis in list(zip(test_src, test_tgt, hypotheses))[:5]:
         log(f"  {source}  ->  {hypothesis}   (reference: {reference})")
     if export:

@@ -7,7 +7,6 @@ import os
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -41,8 +40,7 @@ def make_strategy(name="auto"):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
     raise ValueError(
-        f"unknown strategy {name!r}; choose auto, one_device, mirrored or "
-        "multi_worker"
+        f"unknown strategy {name!r}; choose auto, one_device, mirrored or multi_worker"
     )
 
 
@@ -165,11 +163,15 @@ class LabelSmoothedCrossEntropy(keras.losses.Loss):
     replicas hold different numbers of real tokens.
     """
 
-    def __init__(self, label_smoothing=0.1, name="label_smoothed_cross_entropy", **kwargs):
+    def __init__(
+        self, label_smoothing=0.1, name="label_smoothed_cross_entropy", **kwargs
+    ):
         kwargs.setdefault("reduction", "sum")
         super().__init__(name=name, **kwargs)
         if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise ValueError(
+                f"label_smoothing must be in [0, 1), got {label_smoothing}"
+            )
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
@@ -196,8 +198,12 @@ class MaskedAccuracy(keras.metrics.Metric):
 
     def __init__(self, name="accuracy", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.correct = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="correct")
-        self.total = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="total")
+        self.correct = self.add_variable(
+            shape=(), initializer="zeros", dtype="float32", name="correct"
+        )
+        self.total = self.add_variable(
+            shape=(), initializer="zeros", dtype="float32", name="total"
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         labels = ops.cast(y_true, "int32")
@@ -222,11 +228,15 @@ class TokenCount(keras.metrics.Metric):
 
     def __init__(self, name="tokens", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.count = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="count")
+        self.count = self.add_variable(
+            shape=(), initializer="zeros", dtype="float32", name="count"
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         self.count.assign_add(
-            ops.sum(ops.cast(ops.not_equal(ops.cast(y_true, "int32"), PAD_ID), "float32"))
+            ops.sum(
+                ops.cast(ops.not_equal(ops.cast(y_true, "int32"), PAD_ID), "float32")
+            )
         )
 
     def result(self):
@@ -271,7 +281,9 @@ class ThroughputAndLearningRate(keras.callbacks.Callback):
             return
         optimizer = self.model.optimizer
         lr = optimizer.learning_rate
-        if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        if isinstance(
+            optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule
+        ):
             lr = optimizer._learning_rate(optimizer.iterations)
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
         if self._start is not None and self._last > self._start:

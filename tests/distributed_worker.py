@@ -45,14 +45,20 @@ def main(mode, out_path):
         )
     import keras
 
-    from keras_tfm import TransformerConfig, build_transformer
-    from keras_tfm import training
+    from keras_tfm import TransformerConfig, build_transformer, training
 
     strategy = training.make_strategy(mode)
     keras.utils.set_random_seed(7)
     config = TransformerConfig(
-        src_vocab_size=30, tgt_vocab_size=30, d_model=16, num_heads=2, d_ff=32,
-        num_encoder_layers=1, num_decoder_layers=1, dropout=0.0, max_length=16,
+        src_vocab_size=30,
+        tgt_vocab_size=30,
+        d_model=16,
+        num_heads=2,
+        d_ff=32,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        dropout=0.0,
+        max_length=16,
     )
     dataset = batches()
     with strategy.scope():
@@ -62,7 +68,9 @@ def main(mode, out_path):
         )
     training.prepare_for_fit(model, strategy, next(iter(dataset)))
     history = model.fit(
-        training.distribute_options(dataset, strategy), epochs=1, verbose=0,
+        training.distribute_options(dataset, strategy),
+        epochs=1,
+        verbose=0,
         callbacks=[training.ThroughputAndLearningRate()],
     )
     weights = {f"weight:{v.path}": np.asarray(v.numpy()) for v in model.weights}

@@ -32,12 +32,18 @@ def encoder_layer(layer, x, padding):
     eps = layer.layer_norm_epsilon
     mask = padding[:, None, :] & padding[:, :, None]
     x = block(
-        x, lambda h: numpy_multi_head(layer.self_attention, h, h, mask),
-        layer.self_attention_norm, layer.pre_norm, eps,
+        x,
+        lambda h: numpy_multi_head(layer.self_attention, h, h, mask),
+        layer.self_attention_norm,
+        layer.pre_norm,
+        eps,
     )
     return block(
-        x, lambda h: feed_forward(h, layer.feed_forward),
-        layer.feed_forward_norm, layer.pre_norm, eps,
+        x,
+        lambda h: feed_forward(h, layer.feed_forward),
+        layer.feed_forward_norm,
+        layer.pre_norm,
+        eps,
     )
 
 
@@ -48,14 +54,23 @@ def decoder_layer(layer, y, memory, target_padding, source_padding):
     self_mask = causal & target_padding[:, None, :] & target_padding[:, :, None]
     cross_mask = source_padding[:, None, :] & target_padding[:, :, None]
     y = block(
-        y, lambda h: numpy_multi_head(layer.self_attention, h, h, self_mask),
-        layer.self_attention_norm, layer.pre_norm, eps,
+        y,
+        lambda h: numpy_multi_head(layer.self_attention, h, h, self_mask),
+        layer.self_attention_norm,
+        layer.pre_norm,
+        eps,
     )
     y = block(
-        y, lambda h: numpy_multi_head(layer.cross_attention, h, memory, cross_mask),
-        layer.cross_attention_norm, layer.pre_norm, eps,
+        y,
+        lambda h: numpy_multi_head(layer.cross_attention, h, memory, cross_mask),
+        layer.cross_attention_norm,
+        layer.pre_norm,
+        eps,
     )
     return block(
-        y, lambda h: feed_forward(h, layer.feed_forward),
-        layer.feed_forward_norm, layer.pre_norm, eps,
+        y,
+        lambda h: feed_forward(h, layer.feed_forward),
+        layer.feed_forward_norm,
+        layer.pre_norm,
+        eps,
     )

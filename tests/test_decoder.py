@@ -32,8 +32,11 @@ def test_cached_decoding_equals_full_pass():
         steps = []
         for t in range(6):
             out, cache, cross = decoder(
-                y[:, t : t + 1], None, encoder_sequence_mask=source_padding,
-                self_attention_cache=cache, self_attention_cache_update_index=t,
+                y[:, t : t + 1],
+                None,
+                encoder_sequence_mask=source_padding,
+                self_attention_cache=cache,
+                self_attention_cache_update_index=t,
                 cross_attention_cache=cross,
             )
             steps.append(to_numpy(out))
@@ -42,4 +45,6 @@ def test_cached_decoding_equals_full_pass():
 
 def test_config_round_trip():
     y, memory, _ = example(2)
-    assert_config_round_trip(Decoder(num_layers=2, num_heads=2, d_ff=16, pre_norm=True), y, memory)
+    assert_config_round_trip(
+        Decoder(num_layers=2, num_heads=2, d_ff=16, pre_norm=True), y, memory
+    )

@@ -9,7 +9,9 @@ from keras_tfm.layers import DecoderLayer
 def randomize_norms(layer, seed):
     rng = np.random.default_rng(seed)
     for norm in (
-        layer.self_attention_norm, layer.cross_attention_norm, layer.feed_forward_norm
+        layer.self_attention_norm,
+        layer.cross_attention_norm,
+        layer.feed_forward_norm,
     ):
         norm.set_weights([rng.normal(1, 0.3, w.shape) for w in norm.get_weights()])
 
@@ -27,13 +29,18 @@ def example(seed=0):
 def test_matches_numpy_reference(pre_norm):
     y, memory, target_padding, source_padding = example()
     layer = DecoderLayer(num_heads=4, d_ff=32, pre_norm=pre_norm)
-    kwargs = dict(decoder_sequence_mask=target_padding, encoder_sequence_mask=source_padding)
+    kwargs = dict(
+        decoder_sequence_mask=target_padding, encoder_sequence_mask=source_padding
+    )
     layer(y, memory, **kwargs)
     randomize_norms(layer, 1)
     got = to_numpy(layer(y, memory, **kwargs))
     expected = reference.decoder_layer(
-        layer, y.astype(np.float64), memory.astype(np.float64),
-        target_padding, source_padding,
+        layer,
+        y.astype(np.float64),
+        memory.astype(np.float64),
+        target_padding,
+        source_padding,
     )
     np.testing.assert_allclose(got[0, :3], expected[0, :3], atol=2e-5)
     np.testing.assert_allclose(got[1], expected[1], atol=2e-5)
@@ -59,8 +66,11 @@ def test_cached_steps_equal_full_pass():
     outputs = []
     for t in range(5):
         out, cache, cross = layer(
-            y[:, t : t + 1], None, encoder_sequence_mask=source_padding,
-            self_attention_cache=cache, self_attention_cache_update_index=t,
+            y[:, t : t + 1],
+            None,
+            encoder_sequence_mask=source_padding,
+            self_attention_cache=cache,
+            self_attention_cache_update_index=t,
             cross_attention_cache=cross,
         )
         outputs.append(to_numpy(out))
@@ -69,4 +79,6 @@ def test_cached_steps_equal_full_pass():
 
 def test_config_round_trip():
     y, memory, _, _ = example(4)
-    assert_config_round_trip(DecoderLayer(num_heads=2, d_ff=16, activation="gelu"), y, memory)
+    assert_config_round_trip(
+        DecoderLayer(num_heads=2, d_ff=16, activation="gelu"), y, memory
+    )

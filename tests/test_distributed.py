@@ -19,7 +19,10 @@ def run_worker(mode, out, env_extra=None):
     env.pop("KERAS_BACKEND", None)
     return subprocess.Popen(
         [sys.executable, str(HERE / "distributed_worker.py"), mode, str(out)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -51,7 +54,9 @@ def compare(reference, other):
         # the rounding noise left in it into full-size steps of either sign.
         if "/key/bias" in name:
             continue
-        np.testing.assert_allclose(other[name], reference[name], atol=2e-4, err_msg=name)
+        np.testing.assert_allclose(
+            other[name], reference[name], atol=2e-4, err_msg=name
+        )
         compared += 1
     assert compared >= len(names) - 6
 
@@ -77,7 +82,8 @@ def test_multi_worker_processes_match_each_other_and_one_device(one_device, tmp_
         tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
         processes.append(
             run_worker(
-                "multi_worker", tmp_path / f"worker{index}.npz",
+                "multi_worker",
+                tmp_path / f"worker{index}.npz",
                 {"TF_CONFIG": json.dumps(tf_config)},
             )
         )

@@ -29,4 +29,6 @@ def test_keras_mask_from_embedding_is_used_and_padding_is_invisible():
 
 def test_config_round_trip():
     x = np.random.default_rng(0).normal(size=(1, 4, 8)).astype("float32")
-    assert_config_round_trip(Encoder(num_layers=2, num_heads=2, d_ff=16, max_length=32), x)
+    assert_config_round_trip(
+        Encoder(num_layers=2, num_heads=2, d_ff=16, max_length=32), x
+    )

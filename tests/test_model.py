@@ -16,8 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def small_config(**overrides):
     values = dict(
-        src_vocab_size=40, tgt_vocab_size=40, d_model=32, num_heads=4, d_ff=64,
-        num_encoder_layers=2, num_decoder_layers=2, dropout=0.1, max_length=32,
+        src_vocab_size=40,
+        tgt_vocab_size=40,
+        d_model=32,
+        num_heads=4,
+        d_ff=64,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dropout=0.1,
+        max_length=32,
     )
     values.update(overrides)
     return TransformerConfig(**values)
@@ -58,9 +65,7 @@ def test_padding_invariance(overrides):
     base = logits(model, source, target)
     padded_source = np.pad(source, ((0, 0), (0, 4)))
     padded_target = np.pad(target, ((0, 0), (0, 3)))
-    np.testing.assert_allclose(
-        logits(model, padded_source, target), base, atol=1e-5
-    )
+    np.testing.assert_allclose(logits(model, padded_source, target), base, atol=1e-5)
     np.testing.assert_allclose(
         logits(model, source, padded_target)[:, :5], base, atol=1e-5
     )
@@ -96,7 +101,9 @@ def expected_parameter_count(config):
 
 
 def test_base_preset_parameter_count():
-    config = TransformerConfig.preset("base", src_vocab_size=37000, tgt_vocab_size=37000)
+    config = TransformerConfig.preset(
+        "base", src_vocab_size=37000, tgt_vocab_size=37000
+    )
     assert (config.d_model, config.num_heads, config.d_ff) == (512, 8, 2048)
     model = build_transformer(config)
     assert model.count_params() == expected_parameter_count(config) == 63_082_496
@@ -116,7 +123,9 @@ def test_mixed_bfloat16_runs_with_float32_logits():
         keras.optimizers.Adam(1e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
     )
-    history = model.fit({"source": source, "target": target}, target, epochs=2, verbose=0)
+    history = model.fit(
+        {"source": source, "target": target}, target, epochs=2, verbose=0
+    )
     assert np.all(np.isfinite(history.history["loss"]))
 
 
@@ -213,6 +222,8 @@ def test_config_presets_and_unknown_fields():
     with pytest.raises(ValueError, match="'huge'"):
         TransformerConfig.preset("huge", src_vocab_size=10, tgt_vocab_size=10)
     with pytest.raises(ValueError, match="'widht'"):
-        TransformerConfig.from_dict({"src_vocab_size": 5, "tgt_vocab_size": 5, "widht": 3})
+        TransformerConfig.from_dict(
+            {"src_vocab_size": 5, "tgt_vocab_size": 5, "widht": 3}
+        )
     config = small_config()
     assert TransformerConfig.from_dict(config.to_dict()) == config

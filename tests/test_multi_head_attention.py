@@ -12,8 +12,10 @@ def numpy_multi_head(layer, query, value, mask=None):
     w = {
         name: [np.asarray(to_numpy(v), np.float64) for v in sub.weights]
         for name, sub in [
-            ("q", layer.query_dense), ("k", layer.key_dense),
-            ("v", layer.value_dense), ("o", layer.output_dense),
+            ("q", layer.query_dense),
+            ("k", layer.key_dense),
+            ("v", layer.value_dense),
+            ("o", layer.output_dense),
         ]
     }
     q = np.einsum("btd,dhk->bthk", query, w["q"][0]) + w["q"][1]
@@ -35,13 +37,15 @@ def test_self_and_cross_attention_match_numpy_from_own_weights():
     query, memory = inputs(0)
     layer = MultiHeadAttention(num_heads=4)
     np.testing.assert_allclose(
-        to_numpy(layer(query, memory)), numpy_multi_head(layer, query, memory),
+        to_numpy(layer(query, memory)),
+        numpy_multi_head(layer, query, memory),
         atol=1e-5,
     )
     self_layer = MultiHeadAttention(num_heads=2)
     np.testing.assert_allclose(
         to_numpy(self_layer(memory, memory)),
-        numpy_multi_head(self_layer, memory, memory), atol=1e-5,
+        numpy_multi_head(self_layer, memory, memory),
+        atol=1e-5,
     )
 
 
@@ -50,10 +54,16 @@ def test_padding_and_causal_masks_match_numpy():
     padding = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
     layer = MultiHeadAttention(num_heads=4)
     got = to_numpy(
-        layer(query, query, query_mask=padding, value_mask=padding, use_causal_mask=True)
+        layer(
+            query, query, query_mask=padding, value_mask=padding, use_causal_mask=True
+        )
     )
-    mask = np.tril(np.ones((6, 6), bool))[None] & padding[:, None, :] & padding[:, :, None]
-    np.testing.assert_allclose(got, numpy_multi_head(layer, query, query, mask), atol=1e-5)
+    mask = (
+        np.tril(np.ones((6, 6), bool))[None] & padding[:, None, :] & padding[:, :, None]
+    )
+    np.testing.assert_allclose(
+        got, numpy_multi_head(layer, query, query, mask), atol=1e-5
+    )
 
 
 def copy_into_keras_layer(ours, theirs):
@@ -122,4 +132,6 @@ def test_rejects_indivisible_width():
 
 def test_config_round_trip():
     query, memory = inputs(6)
-    assert_config_round_trip(MultiHeadAttention(num_heads=4, use_bias=False), query, memory)
+    assert_config_round_trip(
+        MultiHeadAttention(num_heads=4, use_bias=False), query, memory
+    )

@@ -18,7 +18,9 @@ def test_float32_logits_under_mixed_precision():
     logits = layer(x)
     assert dtype_name(logits) == "float32"
     kernel, bias = (to_numpy(w) for w in layer.weights)
-    np.testing.assert_allclose(to_numpy(logits), x @ kernel + bias, rtol=0.05, atol=0.05)
+    np.testing.assert_allclose(
+        to_numpy(logits), x @ kernel + bias, rtol=0.05, atol=0.05
+    )
 
 
 def test_config_round_trip():

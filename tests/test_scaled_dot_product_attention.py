@@ -42,7 +42,9 @@ def test_masked_matches_reference_and_fully_masked_rows_are_zero(use_fused):
     mask = rng.random((2, 3, 5, 7)) > 0.4
     mask[0, 1, 2, :] = False  # one fully masked query row
     mask[1, :, 4, :] = False
-    got = to_numpy(scaled_dot_product_attention(q, k, v, mask=mask, use_fused=use_fused))
+    got = to_numpy(
+        scaled_dot_product_attention(q, k, v, mask=mask, use_fused=use_fused)
+    )
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, reference_attention(q, k, v, mask)[0], atol=1e-5)
     np.testing.assert_array_equal(got[1, 4], 0.0)
@@ -64,7 +66,9 @@ def test_fused_and_explicit_paths_agree_with_broadcast_mask():
 def test_single_head_rank_three_inputs():
     q, k, v = random_qkv(4, h=1)
     mask = np.random.default_rng(5).random((2, 5, 7)) > 0.3
-    got = to_numpy(scaled_dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], mask=mask))
+    got = to_numpy(
+        scaled_dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], mask=mask)
+    )
     expected = reference_attention(q, k, v, mask[:, None])[0][:, :, 0]
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
@@ -74,6 +78,8 @@ def test_half_precision_fully_masked_rows_are_finite():
     mask = np.zeros((2, 1, 5, 7), bool)
     mask[:, :, :3, :2] = True
     for use_fused in (True, False):
-        got = to_numpy(scaled_dot_product_attention(q, k, v, mask=mask, use_fused=use_fused))
+        got = to_numpy(
+            scaled_dot_product_attention(q, k, v, mask=mask, use_fused=use_fused)
+        )
         assert np.all(np.isfinite(got.astype("float32")))
         np.testing.assert_array_equal(got[:, 3:], 0)

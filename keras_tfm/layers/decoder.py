@@ -151,9 +151,7 @@ class Decoder(Encoder):
         if not use_cache:
             return x
         if cross_attention_cache is None:
-            cross_attention_cache = self.compute_cross_attention_cache(
-                encoder_sequence
-            )
+            cross_attention_cache = self.compute_cross_attention_cache(encoder_sequence)
         return x, ops.stack(new_self_caches, axis=1), cross_attention_cache
 
     def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):

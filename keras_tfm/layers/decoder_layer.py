@@ -91,21 +91,27 @@ class DecoderLayer(keras.layers.Layer):
         shape = decoder_sequence_shape
         memory_shape = encoder_sequence_shape or shape
         self.self_attention = MultiHeadAttention(
-            self.num_heads, dropout=self.attention_dropout,
-            dtype=self.dtype_policy, name="self_attention",
+            self.num_heads,
+            dropout=self.attention_dropout,
+            dtype=self.dtype_policy,
+            name="self_attention",
         )
         self.self_attention.build(shape, shape)
         self.self_attention_norm = self._norm("self_attention_norm", shape)
         self.self_attention_dropout = self._dropout("self_attention_dropout")
         self.cross_attention = MultiHeadAttention(
-            self.num_heads, dropout=self.attention_dropout,
-            dtype=self.dtype_policy, name="cross_attention",
+            self.num_heads,
+            dropout=self.attention_dropout,
+            dtype=self.dtype_policy,
+            name="cross_attention",
         )
         self.cross_attention.build(shape, memory_shape)
         self.cross_attention_norm = self._norm("cross_attention_norm", shape)
         self.cross_attention_dropout = self._dropout("cross_attention_dropout")
         self.feed_forward = PositionwiseFeedForward(
-            self.d_ff, activation=self.activation, dtype=self.dtype_policy,
+            self.d_ff,
+            activation=self.activation,
+            dtype=self.dtype_policy,
             name="feed_forward",
         )
         self.feed_forward.build(shape)
@@ -154,8 +160,12 @@ class DecoderLayer(keras.layers.Layer):
                 training=training,
             )
         x = residual(
-            x, attended, self.self_attention_norm, self.self_attention_dropout,
-            self.pre_norm, training,
+            x,
+            attended,
+            self.self_attention_norm,
+            self.self_attention_dropout,
+            self.pre_norm,
+            training,
         )
 
         normed = self.cross_attention_norm(x) if self.pre_norm else x
@@ -175,15 +185,23 @@ class DecoderLayer(keras.layers.Layer):
                 training=training,
             )
         x = residual(
-            x, attended, self.cross_attention_norm, self.cross_attention_dropout,
-            self.pre_norm, training,
+            x,
+            attended,
+            self.cross_attention_norm,
+            self.cross_attention_dropout,
+            self.pre_norm,
+            training,
         )
 
         normed = self.feed_forward_norm(x) if self.pre_norm else x
         transformed = self.feed_forward(normed, training=training)
         x = residual(
-            x, transformed, self.feed_forward_norm, self.feed_forward_dropout,
-            self.pre_norm, training,
+            x,
+            transformed,
+            self.feed_forward_norm,
+            self.feed_forward_dropout,
+            self.pre_norm,
+            training,
         )
         if use_cache or cross_attention_cache is not None:
             return x, self_attention_cache, cross_attention_cache

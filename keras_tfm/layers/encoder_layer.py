@@ -80,7 +80,8 @@ class EncoderLayer(keras.layers.Layer):
         )
         self.self_attention.build(input_shape, input_shape)
         self.self_attention_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy,
+            epsilon=self.layer_norm_epsilon,
+            dtype=policy,
             name="self_attention_norm",
         )
         self.self_attention_norm.build(input_shape)
@@ -88,12 +89,15 @@ class EncoderLayer(keras.layers.Layer):
             self.dropout, dtype=policy, name="self_attention_dropout"
         )
         self.feed_forward = PositionwiseFeedForward(
-            self.d_ff, activation=self.activation, dtype=policy,
+            self.d_ff,
+            activation=self.activation,
+            dtype=policy,
             name="feed_forward",
         )
         self.feed_forward.build(input_shape)
         self.feed_forward_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy,
+            epsilon=self.layer_norm_epsilon,
+            dtype=policy,
             name="feed_forward_norm",
         )
         self.feed_forward_norm.build(input_shape)
@@ -116,14 +120,22 @@ class EncoderLayer(keras.layers.Layer):
             training=training,
         )
         x = residual(
-            x, attended, self.self_attention_norm, self.self_attention_dropout,
-            self.pre_norm, training,
+            x,
+            attended,
+            self.self_attention_norm,
+            self.self_attention_dropout,
+            self.pre_norm,
+            training,
         )
         normed = self.feed_forward_norm(x) if self.pre_norm else x
         transformed = self.feed_forward(normed, training=training)
         return residual(
-            x, transformed, self.feed_forward_norm, self.feed_forward_dropout,
-            self.pre_norm, training,
+            x,
+            transformed,
+            self.feed_forward_norm,
+            self.feed_forward_dropout,
+            self.pre_norm,
+            training,
         )
 
     def compute_output_shape(self, input_shape):

@@ -57,7 +57,8 @@ class OutputLogits(keras.layers.Layer):
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(
-                name="bias", shape=(self.vocab_size,),
+                name="bias",
+                shape=(self.vocab_size,),
                 initializer=self.bias_initializer,
             )
         self.built = True
@@ -85,9 +86,7 @@ class OutputLogits(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             }
         )
         return config

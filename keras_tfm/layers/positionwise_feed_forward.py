@@ -61,9 +61,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
         self.inner_dropout = keras.layers.Dropout(
             self.dropout, dtype=self.dtype_policy, name="inner_dropout"
         )
-        self.output_dense = keras.layers.Dense(
-            d_model, name="output_dense", **common
-        )
+        self.output_dense = keras.layers.Dense(d_model, name="output_dense", **common)
         self.output_dense.build(tuple(input_shape[:-1]) + (self.d_ff,))
         self.built = True
 
@@ -84,9 +82,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             }
         )
         return config

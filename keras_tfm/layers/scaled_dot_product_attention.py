@@ -2,8 +2,7 @@
 
 import math
 
-from keras import ops
-from keras import random
+from keras import ops, random
 
 
 def _mask_fill_value(dtype):
@@ -86,9 +85,7 @@ def scaled_dot_product_attention(
             outputs = outputs * ops.cast(row_valid, outputs.dtype)
         return ops.squeeze(outputs, 2) if single_head else outputs
 
-    scores = ops.einsum("bqhd,bkhd->bhqk", query, key) * ops.cast(
-        scale, query.dtype
-    )
+    scores = ops.einsum("bqhd,bkhd->bhqk", query, key) * ops.cast(scale, query.dtype)
     scores = ops.cast(scores, "float32")
     if mask is not None:
         scores = ops.where(mask, scores, _mask_fill_value("float32"))
@@ -99,9 +96,7 @@ def scaled_dot_product_attention(
     weights = ops.cast(weights, query.dtype)
     attended_weights = weights
     if dropout_active:
-        attended_weights = random.dropout(
-            weights, dropout_rate, seed=seed_generator
-        )
+        attended_weights = random.dropout(weights, dropout_rate, seed=seed_generator)
     outputs = ops.einsum("bhqk,bkhd->bqhd", attended_weights, value)
     if single_head:
         outputs = ops.squeeze(outputs, 2)

@@ -63,9 +63,7 @@ class TokenEmbedding(keras.layers.Layer):
             embeddings_initializer = keras.initializers.RandomNormal(
                 stddev=self.d_model**-0.5
             )
-        self.embeddings_initializer = keras.initializers.get(
-            embeddings_initializer
-        )
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
     def build(self, input_shape=None):
         self.embeddings = self.add_weight(
@@ -90,7 +88,9 @@ class TokenEmbedding(keras.layers.Layer):
         return vectors
 
     def compute_mask(self, inputs, mask=None):
-        if not self.mask_zero or "float" in keras.backend.standardize_dtype(inputs.dtype):
+        if not self.mask_zero or "float" in keras.backend.standardize_dtype(
+            inputs.dtype
+        ):
             return None
         return ops.not_equal(inputs, 0)
 
