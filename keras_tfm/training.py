@@ -240,7 +240,9 @@ class TokenCount(keras.metrics.Metric):
         )
 
     def result(self):
-        return self.count
+        # A copy, not the variable: fit keeps the epoch's results in its logs
+        # while validation resets and refills this same variable.
+        return ops.copy(self.count)
 
     def reset_state(self):
         self.count.assign(0.0)
@@ -266,15 +268,17 @@ class ThroughputAndLearningRate(keras.callbacks.Callback):
     """
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = None
+        self._start = self._last = None
         self._tokens_at_start = 0.0
 
     def on_train_batch_end(self, batch, logs=None):
+        tokens = float((logs or {}).get("tokens", 0.0))
         if self._start is None:
             self._start = time.perf_counter()
-            self._tokens_at_start = float((logs or {}).get("tokens", 0.0))
+            self._tokens_at_start = tokens
+            return
         self._last = time.perf_counter()
-        self._tokens = float((logs or {}).get("tokens", 0.0))
+        self._tokens = tokens
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -286,7 +290,7 @@ class ThroughputAndLearningRate(keras.callbacks.Callback):
         ):
             lr = optimizer._learning_rate(optimizer.iterations)
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
-        if self._start is not None and self._last > self._start:
+        if self._last is not None and self._last > self._start:
             logs["tokens_per_second"] = (self._tokens - self._tokens_at_start) / (
                 self._last - self._start
             )
@@ -346,7 +350,8 @@ def backup_epoch(backup_dir):
     path = os.path.join(backup_dir, "training_metadata.json")
     try:
         with open(path) as handle:
-            return int(json.load(handle)["epoch"]) + 1
+            # Keras stores the finished-epoch count there (its epoch index + 1).
+            return int(json.load(handle)["epoch"])
     except (OSError, ValueError, KeyError):
         return None
 

@@ -1,0 +1,628 @@
+"""`keras-tfm train` end to end: outputs, TensorBoard, resume, NaN, bad input."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+TINY = HERE / "configs" / "tiny.toml"
+# The tiny config: d_model 32, warmup 20, scale 1, max_length 24, 4 epochs.
+D_MODEL, WARMUP, MAX_LENGTH, EPOCHS = 32, 20, 24, 4
+
+# TensorFlow's C++ runtime writes these before its logging is set up,
+# whatever TF_CPP_MIN_LOG_LEVEL says; everything else on stderr is ours.
+RUNTIME_NOISE = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} )")
+
+
+def cli(*args):
+    return [sys.executable, "-m", "keras_tfm.cli", "train", *map(str, args)]
+
+
+def child_env():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    env.pop("KERAS_BACKEND", None)
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def run_cli(*args, timeout=240):
+    return subprocess.run(
+        cli(*args), env=child_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def our_stderr_lines(stderr):
+    return [
+        line
+        for line in stderr.splitlines()
+        if line.strip() and not RUNTIME_NOISE.match(line)
+    ]
+
+
+def paper_lr(iterations):
+    step = np.asarray(iterations, dtype=np.float64) + 1.0
+    return D_MODEL**-0.5 * np.minimum(step**-0.5, step * WARMUP**-1.5)
+
+
+def parse_epochs(stdout):
+    """`{epoch: {"steps": n, name: value}}` from fit's verbose=2 lines."""
+    epochs, current = {}, None
+    for line in stdout.splitlines():
+        header = re.fullmatch(r"Epoch (\d+)/(\d+)", line.strip())
+        if header:
+            current = int(header.group(1))
+            continue
+        progress = re.match(r"(\d+)/(\d+) - ", line)
+        if progress and current is not None:
+            values = {"steps": int(progress.group(2))}
+            for name, value in re.findall(r" - (\w+): ([-+\w.]+)", line):
+                values[name] = float(value)
+            epochs[current] = values
+    return epochs
+
+
+def epoch_headers(stdout):
+    return [
+        line.strip()
+        for line in stdout.splitlines()
+        if re.fullmatch(r"Epoch \d+/\d+", line.strip())
+    ]
+
+
+def scalar_events(directory, tag):
+    """`{step: value}` of a scalar tag in every event file of `directory`."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    values = {}
+    for path in sorted(Path(directory).glob("events.out.tfevents.*")):
+        accumulator = event_accumulator.EventAccumulator(
+            str(path), size_guidance={event_accumulator.TENSORS: 0}
+        ).Reload()
+        if tag in accumulator.Tags()["tensors"]:
+            for event in accumulator.Tensors(tag):
+                values[event.step] = float(tf.make_ndarray(event.tensor_proto))
+    return values
+
+
+def label_token_counts(run_dir, split):
+    """Non-padding labels of a split, from the run's own tokenizers."""
+    import tensorflow as tf
+
+    from keras_tfm.tokenizer import Tokenizer
+
+    src_tok = Tokenizer.load(run_dir / "tokenizers" / "src.model")
+    tgt_tok = Tokenizer.load(run_dir / "tokenizers" / "tgt.model")
+    sources = (run_dir / "data" / f"{split}.de").read_text("utf-8").splitlines()
+    targets = (run_dir / "data" / f"{split}.en").read_text("utf-8").splitlines()
+    src_len = src_tok.tokenize(tf.constant(sources)).row_lengths().numpy() + 1
+    tgt_len = tgt_tok.tokenize(tf.constant(targets)).row_lengths().numpy() + 1
+    kept = (src_len <= MAX_LENGTH) & (tgt_len <= MAX_LENGTH)
+    return int(tgt_len[kept].sum())
+
+
+def checkpoint_iterations(run_dir, epoch):
+    """The optimizer step counter saved in an epoch's checkpoint."""
+    import keras
+
+    import keras_tfm.model  # noqa: F401  (registers the layers)
+    import keras_tfm.training  # noqa: F401  (registers loss, metrics, schedule)
+
+    model = keras.saving.load_model(
+        run_dir / "checkpoints" / f"epoch_{epoch:03d}.keras"
+    )
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+# ---------------------------------------------------------------- one short run
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    result = run_cli(
+        "--config", TINY, "--run-dir", run_dir, "--epochs", 2, "--no-export"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir, result.stdout
+
+
+def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
+    import keras
+    import sacrebleu
+
+    import keras_tfm.model  # noqa: F401  (registers the layers)
+    from keras_tfm.run import load_config, make_translator
+    from keras_tfm.tokenizer import Tokenizer
+
+    run_dir, stdout = tiny_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"sacrebleu", "exact_match", "sentences", "train_seconds"} <= set(metrics)
+    assert metrics["sentences"] == 30 and metrics["epochs"] == 2
+    assert metrics["decoding"] == "greedy" and "export" not in metrics
+    assert 0.0 <= metrics["sacrebleu"] <= 100.0
+    assert 0.0 <= metrics["exact_match"] <= 1.0
+    assert metrics["train_seconds"] > 0
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "epoch_001.keras",
+        "epoch_002.keras",
+    ]
+    # The backup is only for interrupted runs; a finished run removes it.
+    assert not (run_dir / "backup" / "training_metadata.json").exists()
+    assert (
+        json.loads((run_dir / "transformer_config.json").read_text())["d_model"] == 32
+    )
+
+    # Decode the test set again with the saved model; score with sacrebleu here.
+    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    assert model.count_params() == metrics["parameters"]
+    src_tok = Tokenizer.load(run_dir / "tokenizers" / "src.model")
+    tgt_tok = Tokenizer.load(run_dir / "tokenizers" / "tgt.model")
+    translate = make_translator(
+        model, src_tok, tgt_tok, load_config(TINY)["evaluation"]
+    )
+    sources = (run_dir / "data" / "test.de").read_text("utf-8").splitlines()
+    references = (run_dir / "data" / "test.en").read_text("utf-8").splitlines()
+    hypotheses = translate(sources)
+    exact = np.mean([h.strip() == r.strip() for h, r in zip(hypotheses, references)])
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
+    assert metrics["exact_match"] == pytest.approx(exact)
+    assert metrics["sacrebleu"] == pytest.approx(round(bleu, 2))
+    summary = f"test: sacreBLEU {metrics['sacrebleu']}, exact match {exact:.4f}"
+    assert f"{summary} on 30 sentences\n" in stdout
+    for source, hypothesis, reference in list(zip(sources, hypotheses, references))[:5]:
+        assert f"  {source}  ->  {hypothesis}   (reference: {reference})" in stdout
+
+    # The last sample table was written with these same final weights.
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    samples = (
+        event_accumulator.EventAccumulator(
+            str(run_dir / "logs" / "samples"),
+            size_guidance={event_accumulator.TENSORS: 0},
+        )
+        .Reload()
+        .Tensors("sample_translations")
+    )
+    assert [e.step for e in samples] == [0, 1]
+    valid_src = (run_dir / "data" / "valid.de").read_text("utf-8").splitlines()[:2]
+    valid_tgt = (run_dir / "data" / "valid.en").read_text("utf-8").splitlines()[:2]
+    rows = [
+        f"| {s} | {r} | {h} |"
+        for s, r, h in zip(valid_src, valid_tgt, translate(valid_src))
+    ]
+    expected = "\n".join(
+        ["| source | reference | translation |", "|---|---|---|", *rows]
+    )
+    assert tf.make_ndarray(samples[-1].tensor_proto).item().decode() == expected
+
+
+# ---------------------------------------------------------------- TensorBoard
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def tensorboard_server(tiny_run):
+    run_dir, _ = tiny_run
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(run_dir / "logs"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path, **params):
+        url = base + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.stdout.read().decode()[-2000:]
+            try:
+                tags = get("/data/plugin/scalars/tags")
+                if {"train", "validation"} <= set(tags) and "epoch_loss" in tags[
+                    "train"
+                ]:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "TensorBoard did not come up"
+            time.sleep(0.5)
+        yield get
+    finally:
+        # Its own session: the server and the data server it started.
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+        process.stdout.close()
+
+
+def test_tensorboard_serves_the_logged_scalars_and_samples(
+    tiny_run, tensorboard_server
+):
+    run_dir, stdout = tiny_run
+    get = tensorboard_server
+    printed = parse_epochs(stdout)
+    assert sorted(printed) == [1, 2]
+    steps = printed[1]["steps"]
+
+    assert {"train", "validation", "samples"} <= set(get("/data/runs"))
+    tags = get("/data/plugin/scalars/tags")
+    assert {
+        "epoch_loss",
+        "epoch_accuracy",
+        "epoch_learning_rate",
+        "epoch_tokens_per_second",
+        "epoch_tokens",
+    } <= set(tags["train"])
+    assert {"epoch_loss", "epoch_accuracy", "epoch_tokens"} <= set(tags["validation"])
+
+    def served(run, tag):
+        points = get("/data/plugin/scalars/scalars", run=run, tag=tag)
+        assert [step for _, step, _ in points] == [0, 1]
+        values = [value for _, _, value in points]
+        # Exactly the values in the event files...
+        files = scalar_events(run_dir / "logs" / run, tag)
+        assert values == pytest.approx([files[0], files[1]], rel=1e-7)
+        return np.array(values)
+
+    def printed_values(name):
+        return np.array([printed[1][name], printed[2][name]])
+
+    # ...and those fit printed (4 decimals, or 4 significant digits if small).
+    for run, tag, name in [
+        ("train", "epoch_loss", "loss"),
+        ("train", "epoch_accuracy", "accuracy"),
+        ("validation", "epoch_loss", "val_loss"),
+        ("validation", "epoch_accuracy", "val_accuracy"),
+        ("train", "epoch_tokens_per_second", "tokens_per_second"),
+    ]:
+        np.testing.assert_allclose(
+            served(run, tag), printed_values(name), atol=5.1e-5, rtol=5e-4, err_msg=tag
+        )
+    loss = served("train", "epoch_loss")
+    assert loss[1] < loss[0]
+    assert np.all(served("train", "epoch_tokens_per_second") > 0)
+    # The schedule at the optimizer's step counter, as saved with each epoch.
+    # (Keras counts one more step per epoch than it runs when the dataset's
+    # length is unknown: the step that finds the data exhausted still
+    # increments `iterations`, though it changes no weight.)
+    iterations = [checkpoint_iterations(run_dir, epoch) for epoch in (1, 2)]
+    assert steps <= iterations[0] <= steps + 1
+    assert iterations[1] - iterations[0] == iterations[0]
+    np.testing.assert_allclose(
+        served("train", "epoch_learning_rate"), paper_lr(iterations), rtol=1e-6
+    )
+    # Token counts per epoch, training and validation kept apart.
+    train_tokens, valid_tokens = (
+        label_token_counts(run_dir, "train"),
+        label_token_counts(run_dir, "valid"),
+    )
+    assert train_tokens != valid_tokens
+    np.testing.assert_array_equal(served("train", "epoch_tokens"), [train_tokens] * 2)
+    np.testing.assert_array_equal(
+        served("validation", "epoch_tokens"), [valid_tokens] * 2
+    )
+
+    # The text plugin shows the sample translations of both epochs.
+    assert get("/data/plugin/text/tags") == {"samples": ["sample_translations"]}
+    texts = get("/data/plugin/text/text", run="samples", tag="sample_translations")
+    assert [entry["step"] for entry in texts] == [0, 1]
+    valid_src = (run_dir / "data" / "valid.de").read_text("utf-8").splitlines()[:2]
+    valid_tgt = (run_dir / "data" / "valid.en").read_text("utf-8").splitlines()[:2]
+    for entry in texts:
+        html = entry["text"]
+        assert "<th>source</th>" in html and "<th>translation</th>" in html
+        for source, reference in zip(valid_src, valid_tgt):
+            assert f"<td>{source}</td>\n<td>{reference}</td>" in html
+
+
+# ---------------------------------------------------------------- resume
+def wait_for_backup(path, process, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before its first backup"
+        try:
+            epoch = json.loads(path.read_text())["epoch"]
+            if epoch >= 1:
+                return epoch
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("no backup after one epoch")
+
+
+def test_killed_run_resumes_from_the_backup(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ("--config", TINY, "--run-dir", run_dir, "--no-export")
+    metadata = run_dir / "backup" / "training_metadata.json"
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(
+        cli(*args), env=child_env(), stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for_backup(metadata, first)
+        # Killed during the next epoch: no clean shutdown of any kind.
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        log.close()
+    assert first.returncode == -signal.SIGKILL
+    finished = json.loads(metadata.read_text())["epoch"]
+    assert 1 <= finished < EPOCHS
+    assert not (run_dir / "metrics.json").exists()
+    train_logs = run_dir / "logs" / "train"
+    before = scalar_events(train_logs, "epoch_loss")
+    assert sorted(before) == list(range(finished))
+    old_files = set(train_logs.iterdir())
+
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    out = second.stdout
+    assert (
+        f"resuming from the backup in {run_dir / 'backup'} after epoch {finished}\n"
+        in out
+    )
+    # Only the epochs that were left, numbered as in the first run.
+    assert epoch_headers(out) == [
+        f"Epoch {n}/{EPOCHS}" for n in range(finished + 1, EPOCHS + 1)
+    ]
+    new_files = set(train_logs.iterdir()) - old_files
+    assert new_files
+    resumed = {}
+    for path in new_files:
+        resumed.update(scalar_events_file(path, "epoch_loss"))
+    assert sorted(resumed) == list(range(finished, EPOCHS))
+    # The optimizer's step counter came back too: the schedule goes on from it.
+    printed = parse_epochs(out)
+    steps = printed[EPOCHS]["steps"]
+    iterations = {
+        n: checkpoint_iterations(run_dir, n) for n in range(finished, EPOCHS + 1)
+    }
+    for n in range(finished + 1, EPOCHS + 1):
+        assert steps <= iterations[n] - iterations[n - 1] <= steps + 1
+        np.testing.assert_allclose(
+            printed[n]["learning_rate"], paper_lr(iterations[n]), atol=5.1e-5
+        )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == EPOCHS and metrics["sentences"] == 30
+    assert not metadata.exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        f"epoch_{n:03d}.keras" for n in range(1, EPOCHS + 1)
+    ]
+
+
+def scalar_events_file(path, tag):
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(
+        str(path), size_guidance={event_accumulator.TENSORS: 0}
+    ).Reload()
+    if tag not in accumulator.Tags()["tensors"]:
+        return {}
+    return {
+        e.step: float(tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)
+    }
+
+
+# ---------------------------------------------------------------- NaN
+def test_nan_loss_exits_3_naming_step_and_epoch(tmp_path):
+    config = tmp_path / "nan.toml"
+    config.write_text(
+        TINY.read_text().replace(
+            "learning_rate_scale = 1.0", "learning_rate_scale = 1e30"
+        )
+    )
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "--config", config, "--run-dir", run_dir, "--epochs", 2, "--no-export"
+    )
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    lines = [
+        line for line in result.stderr.splitlines() if line.startswith("keras-tfm")
+    ]
+    assert len(lines) == 1, result.stderr[-3000:]
+    match = re.fullmatch(
+        r"keras-tfm: error: training stopped: the loss became nan at step (\d+) of "
+        r"epoch 1; lower the learning rate scale, raise warmup_steps, or train in "
+        r"float32",
+        lines[0],
+    )
+    assert match, lines[0]
+    step = int(match.group(1))
+    # Fit stopped right there: its progress line ends at that step.
+    assert re.search(rf"^{step}/{step} - .* loss: nan", result.stdout, re.MULTILINE)
+    assert epoch_headers(result.stdout) == ["Epoch 1/2"]
+    assert not (run_dir / "metrics.json").exists()
+    assert not (run_dir / "model.keras").exists()
+
+
+# ---------------------------------------------------------------- bad input
+def write_pairs(directory, split, de, en):
+    (directory / f"{split}.de").write_bytes(de)
+    (directory / f"{split}.en").write_bytes(en)
+
+
+def good_data(directory):
+    directory.mkdir()
+    for split in ("train", "valid", "test"):
+        write_pairs(directory, split, b"eins\nzwei\ndrei\n", b"one\ntwo\nthree\n")
+    return directory
+
+
+def bad_missing(d):
+    (d / "valid.en").unlink()
+    return f"missing file: {d}/valid.en"
+
+
+def bad_line_counts(d):
+    (d / "train.en").write_bytes(b"one\ntwo\n")
+    return f"{d}/train.de has 3 lines but {d}/train.en has 2 lines"
+
+
+def bad_empty(d):
+    (d / "test.de").write_bytes(b"")
+    return f"{d}/test.de: file is empty"
+
+
+def bad_utf8(d):
+    (d / "train.en").write_bytes(b"one\nt\xffo\nthree\n")
+    return f"{d}/train.en, line 2: not valid UTF-8 (byte 0xff at column 2)"
+
+
+DATA_CASES = {
+    "missing_file": bad_missing,
+    "line_counts": bad_line_counts,
+    "empty_file": bad_empty,
+    "not_utf8": bad_utf8,
+}
+
+
+def data_case(name, tmp):
+    """`(expected message, CLI arguments)` of a run on spoilt data."""
+    message = DATA_CASES[name](good_data(tmp / "data"))
+    return message, (
+        "--config",
+        TINY,
+        "--data-dir",
+        tmp / "data",
+        "--src",
+        "de",
+        "--tgt",
+        "en",
+        "--run-dir",
+        tmp / "run",
+        "--no-export",
+    )
+
+
+def config_with(old, new):
+    def make(tmp):
+        path = tmp / "bad.toml"
+        text = TINY.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new, 1))
+        return path
+
+    return make
+
+
+def tiny_line(text):
+    return TINY.read_text().splitlines().index(text) + 1
+
+
+CONFIG_CASES = {
+    "unknown_field": (
+        config_with("dropout = 0.0", "dropout = 0.0\ncolour = 'red'"),
+        "{path}: [model] TransformerConfig: unknown field 'colour'",
+    ),
+    "dropout": (
+        config_with("dropout = 0.0", "dropout = 1.5"),
+        "{path}: [model] TransformerConfig.dropout must be in [0, 1), got 1.5",
+    ),
+    "wrong_type": (
+        config_with("epochs = 4", 'epochs = "four"'),
+        "{path}: [training] epochs must be int, got 'four'",
+    ),
+    "malformed": (
+        config_with("d_model = 32", "d_model = = 32"),
+        f"{{path}}: Invalid value (at line {tiny_line('d_model = 32')}, column 11)",
+    ),
+    "missing": (
+        lambda tmp: tmp / "no-such.toml",
+        "{path}: cannot read config (No such file or directory)",
+    ),
+}
+
+
+def config_case(name, tmp):
+    make, template = CONFIG_CASES[name]
+    path = make(tmp)
+    return template.format(path=path), (
+        "--config",
+        path,
+        "--run-dir",
+        tmp / "run",
+        "--no-export",
+    )
+
+
+def bad_case(name, tmp):
+    return (data_case if name in DATA_CASES else config_case)(name, tmp)
+
+
+@pytest.mark.parametrize("case", [*DATA_CASES, *CONFIG_CASES])
+def test_bad_input_returns_2_with_one_line(case, tmp_path, capsys):
+    from keras_tfm.cli import main
+
+    message, args = bad_case(case, tmp_path)
+    assert main(["train", *map(str, args)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"keras-tfm: error: {message}\n"
+    assert "Epoch 1/" not in captured.out
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_bad_input_exit_status_without_traceback(tmp_path):
+    """The real process: exit status 2, one line of our own on stderr."""
+    runs = {}
+    for case in ("not_utf8", "unknown_field"):
+        (tmp_path / case).mkdir()
+        message, args = bad_case(case, tmp_path / case)
+        process = subprocess.Popen(
+            cli(*args),
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        runs[case] = message, process
+    try:
+        for message, process in runs.values():
+            stdout, stderr = process.communicate(timeout=240)
+            assert process.returncode == 2, stdout[-2000:] + stderr[-2000:]
+            assert "Traceback" not in stderr
+            assert our_stderr_lines(stderr) == [f"keras-tfm: error: {message}"]
+    finally:
+        for _, process in runs.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()

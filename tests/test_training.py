@@ -1,0 +1,388 @@
+"""Schedule, loss, metrics and callbacks of `keras_tfm.training`, against NumPy."""
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tomllib
+
+from keras_tfm import training
+from keras_tfm.run import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def paper_lr(iterations, d_model, warmup, scale=1.0):
+    """Equation (3) in float64, with step = optimizer iteration + 1."""
+    step = np.asarray(iterations, dtype=np.float64) + 1.0
+    return scale * d_model**-0.5 * np.minimum(step**-0.5, step * warmup**-1.5)
+
+
+# ---------------------------------------------------------------- schedule
+@pytest.mark.parametrize("d_model,warmup,scale", [(512, 4000, 1.0), (32, 20, 2.5)])
+def test_schedule_matches_paper_formula(d_model, warmup, scale):
+    schedule = training.TransformerSchedule(d_model, warmup, scale)
+    iterations = np.concatenate(
+        [np.arange(0, 3 * warmup), np.array([10 * warmup, 100 * warmup, 10**6])]
+    )
+    got = keras.ops.convert_to_numpy(schedule(iterations))
+    expected = paper_lr(iterations, d_model, warmup, scale)
+    np.testing.assert_allclose(got, expected, rtol=2e-6)
+    # Linear warmup up to step == warmup_steps (iteration warmup - 1), then decay.
+    assert int(np.argmax(got)) == warmup - 1
+    np.testing.assert_allclose(got.max(), scale * (d_model * warmup) ** -0.5, rtol=2e-6)
+    assert np.all(np.diff(got[:warmup]) > 0)
+    assert np.all(np.diff(got[warmup - 1 :]) < 0)
+    # Step 1 of the warmup: scale * d^-0.5 * warmup^-1.5.
+    np.testing.assert_allclose(got[0], scale * d_model**-0.5 * warmup**-1.5, rtol=2e-6)
+
+
+def test_schedule_drives_the_optimizer_learning_rate():
+    optimizer = training.make_optimizer(64, warmup_steps=100, scale=0.5)
+    assert optimizer.beta_1 == 0.9 and optimizer.beta_2 == 0.98
+    assert optimizer.epsilon == 1e-9
+    for iteration in (0, 1, 57, 99, 100, 5000):
+        optimizer.iterations.assign(iteration)
+        got = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        np.testing.assert_allclose(got, paper_lr(iteration, 64, 100, 0.5), rtol=2e-6)
+
+
+def test_schedule_config_round_trip():
+    schedule = training.TransformerSchedule(128, warmup_steps=400, scale=0.7)
+    config = schedule.get_config()
+    assert config == {"d_model": 128, "warmup_steps": 400, "scale": 0.7}
+    rebuilt = keras.saving.deserialize_keras_object(
+        json.loads(json.dumps(keras.saving.serialize_keras_object(schedule)))
+    )
+    assert type(rebuilt) is training.TransformerSchedule
+    assert rebuilt.get_config() == config
+    steps = np.arange(0, 2000, 37)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(rebuilt(steps)),
+        keras.ops.convert_to_numpy(schedule(steps)),
+    )
+    # Inside a serialized optimizer as well.
+    optimizer = keras.optimizers.Adam(learning_rate=schedule)
+    clone = keras.optimizers.Adam.from_config(optimizer.get_config())
+    assert isinstance(clone._learning_rate, training.TransformerSchedule)
+    assert clone._learning_rate.get_config() == config
+
+
+@pytest.mark.parametrize("args", [(0, 10, 1.0), (16, 0, 1.0), (16, 10, 0.0)])
+def test_schedule_rejects_bad_arguments(args):
+    with pytest.raises(ValueError, match="TransformerSchedule"):
+        training.TransformerSchedule(*args)
+
+
+# ---------------------------------------------------------------- loss
+def smoothed_ce_reference(labels, logits, eps):
+    """Smoothed one-hot over the whole vocabulary, mean over non-pad tokens."""
+    logits = logits.astype(np.float64)
+    vocab = logits.shape[-1]
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    onehot = np.eye(vocab)[labels]
+    target = (1.0 - eps) * onehot + eps / vocab
+    per_token = -(target * log_probs).sum(axis=-1)
+    mask = labels != 0
+    return per_token[mask].sum() / mask.sum()
+
+
+def random_batch(seed, batch=4, length=7, vocab=11):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=3.0, size=(batch, length, vocab)).astype(np.float32)
+    labels = rng.integers(1, vocab, size=(batch, length)).astype(np.int32)
+    # Padding at the end of rows, of different lengths; one row all padding.
+    for row, pad in enumerate([0, 2, 5, length]):
+        if pad:
+            labels[row, length - pad :] = 0
+    return labels, logits
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.3])
+def test_label_smoothed_loss_matches_numpy(eps):
+    labels, logits = random_batch(0)
+    loss = training.LabelSmoothedCrossEntropy(eps)
+    got = float(keras.ops.convert_to_numpy(loss(labels, logits)))
+    expected = smoothed_ce_reference(labels, logits, eps)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # Logits at padding positions do not matter.
+    noisy = logits.copy()
+    noisy[labels == 0] = 1e3
+    np.testing.assert_allclose(
+        float(keras.ops.convert_to_numpy(loss(labels, noisy))), expected, rtol=1e-5
+    )
+
+
+def test_unsmoothed_loss_is_masked_sparse_cross_entropy():
+    labels, logits = random_batch(1)
+    got = float(
+        keras.ops.convert_to_numpy(
+            training.LabelSmoothedCrossEntropy(0.0)(labels, logits)
+        )
+    )
+    per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits).numpy()
+    mask = labels != 0
+    np.testing.assert_allclose(got, per_token[mask].mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        got, smoothed_ce_reference(labels, logits, 0.0), rtol=1e-5
+    )
+
+
+def test_loss_config_and_validation():
+    loss = training.LabelSmoothedCrossEntropy(0.2)
+    rebuilt = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(rebuilt, training.LabelSmoothedCrossEntropy)
+    assert rebuilt.label_smoothing == 0.2 and rebuilt.reduction == "sum"
+    with pytest.raises(ValueError, match="label_smoothing"):
+        training.LabelSmoothedCrossEntropy(1.0)
+
+
+# ---------------------------------------------------------------- metrics
+def test_masked_accuracy_and_token_count_match_numpy():
+    accuracy, tokens = training.MaskedAccuracy(), training.TokenCount()
+    correct = total = 0
+    for seed in (2, 3):
+        labels, logits = random_batch(seed, vocab=4)  # small vocab: many hits
+        accuracy.update_state(labels, logits)
+        tokens.update_state(labels, logits)
+        mask = labels != 0
+        correct += int(((logits.argmax(-1) == labels) & mask).sum())
+        total += int(mask.sum())
+    assert 0 < correct < total
+    np.testing.assert_allclose(
+        float(keras.ops.convert_to_numpy(accuracy.result())), correct / total, rtol=1e-6
+    )
+    assert float(keras.ops.convert_to_numpy(tokens.result())) == total
+    accuracy.reset_state()
+    tokens.reset_state()
+    assert float(keras.ops.convert_to_numpy(accuracy.result())) == 0.0
+    assert float(keras.ops.convert_to_numpy(tokens.result())) == 0.0
+
+
+# ---------------------------------------------------------------- fit helpers
+VOCAB = 9
+
+
+def small_model():
+    inputs = keras.Input((None,), dtype="int32")
+    hidden = keras.layers.Embedding(VOCAB, 8)(inputs)
+    return keras.Model(inputs, keras.layers.Dense(VOCAB)(hidden))
+
+
+def copy_task(rows=48, length=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, VOCAB, size=(rows, length)).astype(np.int32)
+    lengths = rng.integers(1, length + 1, size=rows)
+    x[np.arange(length)[None, :] >= lengths[:, None]] = 0
+    return x, x.copy()
+
+
+def compiled(model, d_model=16, warmup=5, scale=1.0):
+    return training.compile_model(
+        model, training.make_optimizer(d_model, warmup_steps=warmup, scale=scale), 0.1
+    )
+
+
+def test_fit_logs_learning_rate_throughput_and_epoch_token_counts():
+    x, y = copy_task()
+    xv, yv = copy_task(rows=8, seed=1)
+    model = compiled(small_model())
+    history = model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        validation_data=(xv, yv),
+        verbose=0,
+        callbacks=[training.ThroughputAndLearningRate()],
+    ).history
+    steps_per_epoch = 6
+    assert int(model.optimizer.iterations.numpy()) == 3 * steps_per_epoch
+    # The rate the next step would use: iteration k -> step k + 1.
+    expected_lr = paper_lr(steps_per_epoch * np.arange(1, 4), 16, 5)
+    np.testing.assert_allclose(history["learning_rate"], expected_lr, rtol=2e-6)
+    assert all(np.isfinite(v) and v > 0 for v in history["tokens_per_second"])
+    # TokenCount is per epoch and per split: training and validation labels.
+    assert history["tokens"] == [float((y != 0).sum())] * 3
+    assert history["val_tokens"] == [float((yv != 0).sum())] * 3
+
+
+def test_tokens_per_second_counts_steps_after_the_first(monkeypatch):
+    """With a clock that ticks 1 s per reading, throughput is exact."""
+    ticks = iter(range(1000))
+    monkeypatch.setattr(
+        training, "time", type("Clock", (), {"perf_counter": lambda: next(ticks)})
+    )
+    x, y = copy_task(rows=40)
+    model = compiled(small_model())
+    history = model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[training.ThroughputAndLearningRate()],
+    ).history
+    per_batch = (y != 0).reshape(5, 8, -1).sum(axis=(1, 2))
+    # Timed from the end of step 1 to the end of step 5: 4 ticks, 4 batches.
+    expected = per_batch[1:].sum() / 4.0
+    np.testing.assert_allclose(history["tokens_per_second"], [expected] * 2, rtol=1e-6)
+
+
+def test_tokens_per_second_is_left_out_for_a_single_step_epoch():
+    x, y = copy_task(rows=8)
+    model = compiled(small_model())
+    history = model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        callbacks=[training.ThroughputAndLearningRate()],
+    ).history
+    assert "tokens_per_second" not in history
+    np.testing.assert_allclose(
+        history["learning_rate"], paper_lr([1, 2], 16, 5), rtol=2e-6
+    )
+
+
+def test_stop_on_nan_stops_at_the_first_bad_step(capsys):
+    x, y = copy_task()
+    model = compiled(small_model())
+    model.build((None, None))
+    model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
+    guard = training.StopOnNaN()
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[guard])
+    assert guard.message is not None
+    assert guard.message.startswith(
+        "training stopped: the loss became nan at step 1 of epoch 1;"
+    )
+    assert guard.message in capsys.readouterr().out
+    assert int(model.optimizer.iterations.numpy()) == 1
+    assert len(history.history["loss"]) == 1
+
+
+def test_stop_on_nan_with_a_huge_learning_rate_names_step_and_epoch():
+    x, y = copy_task()
+    model = compiled(small_model(), scale=1e30)
+    guard = training.StopOnNaN()
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[guard])
+    assert guard.message is not None
+    steps = int(model.optimizer.iterations.numpy())
+    assert 1 <= steps < 18
+    step_in_epoch, epoch = (steps - 1) % 6 + 1, (steps - 1) // 6 + 1
+    assert f"at step {step_in_epoch} of epoch {epoch};" in guard.message
+
+
+def test_backup_epoch_counts_epochs_finished_by_backup_and_restore(tmp_path):
+    assert training.backup_epoch(tmp_path / "nothing") is None
+    x, y = copy_task()
+    backup_dir = tmp_path / "backup"
+    for epochs in (1, 3):
+        model = compiled(small_model())
+        model.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=epochs,
+            verbose=0,
+            callbacks=[
+                keras.callbacks.BackupAndRestore(
+                    str(backup_dir), delete_checkpoint=False
+                )
+            ],
+        )
+        assert training.backup_epoch(backup_dir) == epochs
+    # A fresh fit resumes after those epochs, so it runs only the missing one.
+    model = compiled(small_model())
+    seen = []
+    model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=4,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, _: seen.append(e)),
+            keras.callbacks.BackupAndRestore(str(backup_dir)),
+        ],
+    )
+    assert seen == [3]
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "training_metadata.json").write_text("{")
+    assert training.backup_epoch(tmp_path / "broken") is None
+
+
+def test_make_callbacks_order_and_paths(tmp_path):
+    callbacks, guard = training.make_callbacks(str(tmp_path), patience=3)
+    kinds = [type(c).__name__ for c in callbacks]
+    assert kinds == [
+        "StopOnNaN",
+        "ThroughputAndLearningRate",
+        "TensorBoard",
+        "ModelCheckpoint",
+        "BackupAndRestore",
+        "EarlyStopping",
+    ]
+    assert callbacks[0] is guard
+    assert callbacks[2].log_dir == str(tmp_path / "logs")
+    assert callbacks[4].backup_dir == str(tmp_path / "backup")
+    assert callbacks[5].patience == 3 and callbacks[5].restore_best_weights
+    callbacks, _ = training.make_callbacks(str(tmp_path), patience=0)
+    assert "EarlyStopping" not in [type(c).__name__ for c in callbacks]
+
+
+def test_sample_translations_writes_a_markdown_table(tmp_path):
+    callback = training.SampleTranslations(
+        lambda sources: [s.upper() for s in sources],
+        ["eins", "zwei"],
+        ["one", "two"],
+        str(tmp_path),
+    )
+    callback.on_epoch_end(0)
+    callback.on_epoch_end(1)
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(
+        str(tmp_path / "samples"), size_guidance={event_accumulator.TENSORS: 0}
+    ).Reload()
+    events = accumulator.Tensors("sample_translations")
+    assert [e.step for e in events] == [0, 1]
+    text = tf.make_ndarray(events[1].tensor_proto).item().decode()
+    assert text == (
+        "| source | reference | translation |\n|---|---|---|\n"
+        "| eins | one | EINS |\n| zwei | two | ZWEI |"
+    )
+
+
+# ---------------------------------------------------------------- strategy
+def test_make_strategy_on_cpu():
+    assert training.make_strategy("auto").num_replicas_in_sync >= 1
+    strategy = training.make_strategy("one_device")
+    assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        training.make_strategy("nope")
+
+
+# ---------------------------------------------------------------- config
+def test_default_config_is_the_packaged_numbers_toml():
+    packaged = resources.files("keras_tfm").joinpath("configs", "numbers.toml")
+    text = packaged.read_text(encoding="utf-8")
+    # The copy shipped next to the training scripts is the same file.
+    assert (ROOT / "training" / "configs" / "numbers.toml").read_text(
+        encoding="utf-8"
+    ) == text
+    config = load_config(None)
+    expected = tomllib.loads(text)
+    assert config["source"] == "<built-in numbers.toml>"
+    assert {k: v for k, v in config.items() if k != "source"} == expected
+    assert config["name"] == "numbers"
+    assert config["data"]["task"] == "numbers" and config["model"]["d_model"] == 128
+    from_file = load_config(ROOT / "training" / "configs" / "numbers.toml")
+    assert {k: v for k, v in from_file.items() if k != "source"} == expected
