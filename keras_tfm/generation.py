@@ -24,6 +24,14 @@ the whole decoder on the prefix buffer `[start, y_0, ..., y_{t-1}, 0, ...]`
 (length `max_length`, 0-padded after the current step). Self-attention is
 causal, so the padding after position t does not change the logits at t.
 
+Performance notes: shapes are static (the cache is `max_length` long and
+attention at each step spans all of it, masked beyond the current
+position), so one compiled program serves every step; the per-step cost of
+the projections and feed-forwards is one token per sequence. Eager
+TensorFlow runs the loop op by op (slow: compile it), and eager JAX
+compiles the loop body at every call (seconds): for repeated calls use
+`make_generate_fn`, which compiles once per input shape.
+
 Token id 0 is padding: it is never generated (its logit is excluded from
 the argmax, the sampling distribution and the beam candidates), so the
 0-padding after the end token is unambiguous and a teacher-forced pass of
@@ -34,8 +42,6 @@ Example:
 >>> tokens, scores = generate(model, source_ids, max_length=64,
 ...                           start_id=1, end_id=2, method="beam")
 """
-
-import math
 
 import keras
 from keras import ops
@@ -135,15 +141,14 @@ def generate(
     accepts all 2 * beam_size) enter a buffer of the `beam_size` best
     finished hypotheses (by normalised score); the best `beam_size` that do
     not end stay alive (there are always enough, as at most one extension
-    per live beam ends). An example is done when its worst
-    kept finished hypothesis beats the best a live beam could still reach
-    (its raw log-probability over the largest penalty, that of
-    `max_length`; valid for alpha >= 0 since log-probabilities only
-    decrease). The result is the best finished hypothesis, or the best live
-    beam (normalised with the penalty of its length) for an example where
-    none finished. With `beam_size=1` and `length_penalty=0` beam search
-    returns the greedy tokens; with alpha > 0 it may prefer a longer
-    hypothesis.
+    per live beam ends). An example is done when its worst kept finished
+    hypothesis beats the best a live beam could still reach (its raw
+    log-probability over the largest penalty, that of `max_length`; valid
+    for alpha >= 0 since log-probabilities only decrease). The result is
+    the best finished hypothesis, or the best live beam (normalised with the
+    penalty of its length) for an example where none finished. With
+    `beam_size=1` and `length_penalty=0` beam search returns the greedy
+    tokens; with alpha > 0 it may prefer a longer hypothesis.
 
     Decoding stops when every sequence has ended (or every beam search
     example is done) or after `max_length` tokens.
@@ -171,9 +176,7 @@ def generate(
             )
     beam_size = _check_int("beam_size", beam_size, 1) if method == "beam" else 1
     if method == "beam" and length_penalty < 0:
-        raise ValueError(
-            f"generate: length_penalty must be >= 0, got {length_penalty}"
-        )
+        raise ValueError(f"generate: length_penalty must be >= 0, got {length_penalty}")
     if method == "sample":
         if not temperature > 0:
             raise ValueError(f"generate: temperature must be > 0, got {temperature}")
@@ -184,13 +187,18 @@ def generate(
 
     source_ids = ops.cast(source_ids, "int32")
     batch_size = ops.shape(source_ids)[0]
-    step, state = _decoder_step(
-        parts, source_ids, max_length, use_cache, beam_size
-    )
+    step, state = _decoder_step(parts, source_ids, max_length, use_cache, beam_size)
     if method == "beam":
         return _beam_search(
-            step, state, batch_size, max_length, start_id, end_id,
-            vocab_size, beam_size, length_penalty,
+            step,
+            state,
+            batch_size,
+            max_length,
+            start_id,
+            end_id,
+            vocab_size,
+            beam_size,
+            length_penalty,
         )
     if method == "greedy":
         choose = _greedy_choice
@@ -226,7 +234,8 @@ def make_generate_fn(model, **generate_kwargs):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(plain, jit_compile=True)
+        # The loop is an explicit ops.while_loop: no autograph needed.
+        return tf.function(plain, jit_compile=True, autograph=False)
     if backend != "jax":
         return plain
 
@@ -441,16 +450,12 @@ def _beam_search(
 
     def cond(t, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, state):
         best_alive_bound = alive_scores[:, 0] / max_penalty
-        worst_finished = ops.min(
-            ops.where(fin_flags, fin_scores, -NEG_INF), axis=1
-        )
+        worst_finished = ops.min(ops.where(fin_flags, fin_scores, -NEG_INF), axis=1)
         done = ops.logical_and(
             ops.any(fin_flags, axis=1),
             ops.greater(worst_finished, best_alive_bound),
         )
-        return ops.logical_and(
-            ops.less(t, max_length), ops.logical_not(ops.all(done))
-        )
+        return ops.logical_and(ops.less(t, max_length), ops.logical_not(ops.all(done)))
 
     def body(t, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, state):
         flat_seq = ops.reshape(alive_seq, (-1, width))
@@ -463,9 +468,7 @@ def _beam_search(
         tokens = top_ids % vocab
         top_seq = _gather_beams(alive_seq, parents, k)  # (batch, 2k, width)
         top_seq = ops.reshape(top_seq, (-1, width))
-        top_seq = ops.slice_update(
-            top_seq, [0, t + 1], ops.reshape(tokens, (-1, 1))
-        )
+        top_seq = ops.slice_update(top_seq, [0, t + 1], ops.reshape(tokens, (-1, 1)))
         top_seq = ops.reshape(top_seq, (-1, 2 * k, width))
         ends = ops.equal(tokens, end_id)
         # At most k of the 2k candidates end (one per parent): k stay alive.
@@ -480,7 +483,9 @@ def _beam_search(
                 + ops.arange(ops.shape(parents)[0], dtype="int32")[:, None] * k,
                 (-1,),
             )
-            state = tuple(ops.take(s, rows, axis=0) for s in state)
+            state = keras.tree.map_structure(
+                lambda cache: ops.take(cache, rows, axis=0), state
+            )
 
         # Finished: end candidates ranked within the first k (those a width-k
         # beam holds, as in fairseq; with k = 1 this is greedy search), and

@@ -1,7 +1,9 @@
 """Tests for keras_tfm.generation: cached vs uncached decoding, search, sampling.
 
 Every check is made against an independent teacher-forced pass of the
-functional model (`model({"source": ..., "target": ...})`) in numpy.
+functional model over the returned tokens, in numpy. Under JAX each eager
+`generate` call compiles its loop, so the tests share models, inputs and
+greedy results (module fixtures) and keep one input shape per model.
 """
 
 import keras
@@ -14,6 +16,7 @@ from keras_tfm.generation import generate, length_penalty, make_generate_fn
 
 START, END = 1, 2
 VOCAB = 20
+MAX_LENGTH = 10
 BACKEND = keras.config.backend()
 
 
@@ -37,22 +40,31 @@ def random_sources(seed, batch, length, pad=True):
     return ids.astype("int32")
 
 
+def forward(model, source, target):
+    """Logits of the functional model (jitted under JAX: eager JAX compiles
+    every op for every new shape)."""
+    inputs = {"source": source, "target": target}
+    if BACKEND == "jax":
+        return to_numpy(model.predict_on_batch(inputs))
+    return to_numpy(model(inputs))
+
+
 def log_softmax(logits):
     shifted = logits - logits.max(-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
 def teacher_forced(model, source, tokens):
-    """Per-step logits `(batch, steps, vocab)` of the model fed `tokens`.
+    """Feeds `[START] + tokens[:-1]` to the model.
 
-    The decoder input is `[START] + tokens[:-1]`; returns the logits and the
-    log-probabilities of `tokens` (0 after the end, where tokens are 0).
+    Returns the per-step logits `(batch, steps, vocab)` and the
+    log-probabilities of `tokens` (0 where tokens are 0, after the end).
     """
     tokens = np.asarray(tokens)
     target = np.concatenate(
         [np.full((len(tokens), 1), START, "int32"), tokens[:, :-1]], axis=1
     )
-    logits = to_numpy(model({"source": source, "target": target}))
+    logits = forward(model, source, target)
     picked = np.take_along_axis(log_softmax(logits), tokens[..., None], -1)[..., 0]
     return logits, np.where(tokens != 0, picked, 0.0)
 
@@ -72,6 +84,7 @@ def assert_well_formed(tokens, max_length):
 def run(model, source, **kwargs):
     kwargs.setdefault("start_id", START)
     kwargs.setdefault("end_id", END)
+    kwargs.setdefault("max_length", MAX_LENGTH)
     tokens, scores = generate(model, source, **kwargs)
     tokens, scores = to_numpy(tokens), to_numpy(scores)
     assert scores.dtype == np.float32 and scores.shape == (len(source),)
@@ -81,8 +94,12 @@ def run(model, source, **kwargs):
 
 @pytest.fixture(scope="module")
 def trained():
-    """A tiny model trained for a few seconds to copy its source."""
-    model = tiny_model(0)
+    """A tiny model trained for a few seconds to copy its source.
+
+    One encoder and one decoder layer: tracing the training step dominates
+    the cost and scales with depth. Three epochs leave it imperfect.
+    """
+    model = tiny_model(0, num_encoder_layers=1, num_decoder_layers=1)
     rng = np.random.default_rng(0)
     n, length = 2048, 8
     lengths = rng.integers(2, length + 1, n)
@@ -105,21 +122,55 @@ def trained():
         {"source": seqs.astype("int32"), "target": target},
         labels,
         batch_size=64,
-        epochs=4,
+        epochs=3,
         verbose=0,
     )
     return model
 
 
+@pytest.fixture(scope="module")
+def models(trained):
+    return {"random": tiny_model(7), "trained": trained}
+
+
+@pytest.fixture(scope="module")
+def greedy_runs(models):
+    """name -> (source, cached greedy tokens, scores), source `(16, 8)`."""
+    runs = {}
+    for index, (name, model) in enumerate(sorted(models.items())):
+        source = random_sources(index, 16, 8)
+        runs[name] = (source,) + run(model, source)
+    return runs
+
+
+@pytest.mark.parametrize("name", ["random", "trained"])
+def test_greedy_cached_matches_uncached_and_teacher_forcing(name, models, greedy_runs):
+    model = models[name]
+    source, tokens, scores = greedy_runs[name]
+    reference, reference_scores = run(model, source, use_cache=False)
+    np.testing.assert_array_equal(tokens, reference)
+    np.testing.assert_allclose(scores, reference_scores, rtol=1e-5, atol=1e-5)
+    logits, steps = teacher_forced(model, source, tokens)
+    np.testing.assert_allclose(scores, steps.sum(1), rtol=1e-4, atol=1e-4)
+    # Each token is the argmax (padding excluded) of its step.
+    logits[..., 0] = -np.inf
+    valid = tokens != 0
+    np.testing.assert_array_equal(logits.argmax(-1)[valid], tokens[valid])
+    if name == "trained":
+        # Not degenerate: most rows end, most rows start copying.
+        assert (tokens == END).any(axis=1).mean() >= 0.5
+        assert np.mean(tokens[:, 0] == source[:, 0]) >= 0.5
+
+
 @pytest.mark.parametrize(
     "overrides, batch, pad",
     [
-        (dict(), 3, True),
         (dict(share_embeddings=True, tie_output=True, pre_norm=True), 1, False),
         (dict(tie_output=True, num_decoder_layers=3), 4, True),
     ],
+    ids=["shared-tied-prenorm-batch1", "tied-3layers-padded"],
 )
-def test_cached_greedy_matches_uncached_on_random_models(overrides, batch, pad):
+def test_cached_greedy_matches_uncached_on_model_variants(overrides, batch, pad):
     model = tiny_model(7, **overrides)
     source = random_sources(1, batch, 6, pad=pad)
     cached, cached_scores = run(model, source, max_length=8)
@@ -130,40 +181,21 @@ def test_cached_greedy_matches_uncached_on_random_models(overrides, batch, pad):
     np.testing.assert_allclose(cached_scores, steps.sum(1), rtol=1e-4, atol=1e-4)
 
 
-def test_trained_greedy_cached_uncached_and_teacher_forced_score(trained):
-    source = random_sources(2, 8, 8)
-    cached, scores = run(trained, source, max_length=10)
-    reference, reference_scores = run(trained, source, max_length=10, use_cache=False)
-    np.testing.assert_array_equal(cached, reference)
-    np.testing.assert_allclose(scores, reference_scores, rtol=1e-5, atol=1e-5)
-    # The model learnt something: most rows end, most rows copy a prefix.
-    assert (cached == END).any(axis=1).mean() >= 0.5
-    assert np.mean(cached[:, 0] == source[:, 0]) >= 0.5
-    logits, steps = teacher_forced(trained, source, cached)
-    np.testing.assert_allclose(scores, steps.sum(1), rtol=1e-4, atol=1e-4)
-    # Greedy: each token is the argmax (padding excluded) of its step.
-    logits[..., 0] = -np.inf
-    valid = cached != 0
-    np.testing.assert_array_equal(logits.argmax(-1)[valid], cached[valid])
-
-
 def test_prefix_padding_does_not_change_current_logits(trained):
     """The uncached reference relies on causality: 0s after t are harmless."""
     source = random_sources(3, 2, 7)
     prefix = np.array([[START, 5, 6, 7], [START, 9, 3, 11]], "int32")
-    exact = to_numpy(trained({"source": source, "target": prefix}))[:, -1]
+    exact = forward(trained, source, prefix)[:, -1]
     padded = np.concatenate([prefix, np.zeros((2, 6), "int32")], axis=1)
-    at_t = to_numpy(trained({"source": source, "target": padded}))[:, 3]
+    at_t = forward(trained, source, padded)[:, 3]
     np.testing.assert_allclose(at_t, exact, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("which", ["trained", "random"])
-def test_beam_size_one_equals_greedy(which, trained):
-    model = trained if which == "trained" else tiny_model(11)
-    source = random_sources(4, 6, 7)
-    greedy, greedy_scores = run(model, source, max_length=10)
+@pytest.mark.parametrize("name", ["random", "trained"])
+def test_beam_size_one_equals_greedy(name, models, greedy_runs):
+    source, greedy, greedy_scores = greedy_runs[name]
     beam, beam_scores = run(
-        model, source, max_length=10, method="beam", beam_size=1, length_penalty=0.0
+        models[name], source, method="beam", beam_size=1, length_penalty=0.0
     )
     np.testing.assert_array_equal(beam, greedy)
     np.testing.assert_allclose(beam_scores, greedy_scores, rtol=1e-5, atol=1e-5)
@@ -179,28 +211,24 @@ def beam_raw_and_check_score(model, source, tokens, scores, alpha):
     return raw
 
 
-def test_beam_search_beats_greedy_and_scores_match(trained):
+def test_beam_search_beats_greedy_and_scores_match(models, greedy_runs):
     """On some rows greedy is suboptimal and beam search finds better."""
     improved = 0
-    for model, seed in ((trained, 5), (tiny_model(3), 6)):
-        source = random_sources(seed, 16, 8)
-        greedy, _ = run(model, source, max_length=10)
+    for name, model in models.items():
+        source, greedy, _ = greedy_runs[name]
         _, greedy_steps = teacher_forced(model, source, greedy)
         greedy_raw = greedy_steps.sum(1)
-        beam, scores = run(
-            model, source, max_length=10, method="beam", beam_size=4,
-            length_penalty=0.0,
-        )
+        beam, scores = run(model, source, method="beam", length_penalty=0.0)
         beam_raw = beam_raw_and_check_score(model, source, beam, scores, 0.0)
         improved += int(np.sum(beam_raw > greedy_raw + 1e-3))
     assert improved > 0
 
 
-def test_beam_search_with_length_penalty_cached_matches_uncached(trained):
-    source = random_sources(8, 5, 8)
-    cached, scores = run(trained, source, max_length=10, method="beam", beam_size=3)
+def test_beam_search_with_length_penalty_cached_matches_uncached(trained, greedy_runs):
+    source = greedy_runs["trained"][0]
+    cached, scores = run(trained, source, method="beam", beam_size=3)
     reference, reference_scores = run(
-        trained, source, max_length=10, method="beam", beam_size=3, use_cache=False
+        trained, source, method="beam", beam_size=3, use_cache=False
     )
     np.testing.assert_array_equal(cached, reference)
     np.testing.assert_allclose(scores, reference_scores, rtol=1e-5, atol=1e-5)
@@ -217,12 +245,10 @@ def sampled_steps(model, source, tokens, temperature):
     return probs, chosen, steps
 
 
-def test_top_k_emits_only_top_k_tokens():
-    model = tiny_model(5)
-    source = random_sources(9, 8, 6)
+def test_top_k_emits_only_top_k_tokens(models, greedy_runs):
+    model, source = models["random"], greedy_runs["random"][0]
     tokens, scores = run(
-        model, source, max_length=8, method="sample", top_k=3, temperature=2.0,
-        seed=1,
+        model, source, method="sample", top_k=3, temperature=2.0, seed=1
     )
     probs, chosen, steps = sampled_steps(model, source, tokens, 2.0)
     valid = tokens != 0
@@ -230,29 +256,27 @@ def test_top_k_emits_only_top_k_tokens():
     rank = (probs > chosen[..., None] * (1 + 1e-5)).sum(-1)
     assert np.all(rank[valid] < 3)
     assert np.any(rank[valid] > 0)  # it samples, it is not greedy
+    # Scores: log-probabilities under the unmodified model.
     np.testing.assert_allclose(scores, steps.sum(1), rtol=1e-4, atol=1e-4)
 
 
-def test_top_p_emits_only_nucleus_tokens():
-    model = tiny_model(5)
-    source = random_sources(9, 8, 6)
+def test_top_p_emits_only_nucleus_tokens(models, greedy_runs):
+    model, source = models["random"], greedy_runs["random"][0]
     tokens, scores = run(
-        model, source, max_length=8, method="sample", top_p=0.6, temperature=1.5,
-        seed=2,
+        model, source, method="sample", top_p=0.6, temperature=1.5, seed=2
     )
     probs, chosen, steps = sampled_steps(model, source, tokens, 1.5)
     valid = tokens != 0
-    # Mass of the tokens more likely than the emitted one must be < top_p.
+    # The mass of the tokens more likely than the emitted one is < top_p.
     preceding = np.where(probs > chosen[..., None], probs, 0.0).sum(-1)
     assert np.all(preceding[valid] < 0.6 + 1e-4)
     assert np.any(preceding[valid] > 0)
     np.testing.assert_allclose(scores, steps.sum(1), rtol=1e-4, atol=1e-4)
 
 
-def test_same_seed_same_samples_different_seed_different_samples():
-    model = tiny_model(5)
-    source = random_sources(10, 6, 6)
-    options = dict(max_length=8, method="sample", temperature=1.5)
+def test_same_seed_same_samples_different_seed_different_samples(models, greedy_runs):
+    model, source = models["random"], greedy_runs["random"][0]
+    options = dict(method="sample", temperature=1.5)
     first, first_scores = run(model, source, seed=42, **options)
     again, again_scores = run(model, source, seed=42, **options)
     other, _ = run(model, source, seed=43, **options)
@@ -261,53 +285,68 @@ def test_same_seed_same_samples_different_seed_different_samples():
     assert not np.array_equal(first, other)
 
 
-def test_top_k_one_is_greedy():
-    model = tiny_model(5)
-    source = random_sources(11, 4, 6)
-    greedy, greedy_scores = run(model, source, max_length=8)
-    sampled, scores = run(model, source, max_length=8, method="sample", top_k=1)
+def test_top_k_one_is_greedy(models, greedy_runs):
+    source, greedy, greedy_scores = greedy_runs["random"]
+    sampled, scores = run(models["random"], source, method="sample", top_k=1)
     np.testing.assert_array_equal(sampled, greedy)
     np.testing.assert_allclose(scores, greedy_scores, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        dict(method="greedy"),
-        dict(method="beam", beam_size=3),
-        dict(method="sample", top_k=5, top_p=0.9, seed=3),
-    ],
-    ids=["greedy", "beam", "sample"],
-)
-def test_compiled_matches_eager(options, trained):
-    source = random_sources(12, 4, 8)
-    options = dict(options, max_length=10, start_id=START, end_id=END)
-    eager_tokens, eager_scores = generate(trained, source, **options)
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_compiled_matches_eager(method, trained, greedy_runs):
+    """tf.function(jit_compile=True) on TensorFlow, jax.jit on JAX."""
+    source, eager_tokens, eager_scores = greedy_runs["trained"]
+    options = dict(
+        method=method,
+        beam_size=3,
+        max_length=MAX_LENGTH,
+        start_id=START,
+        end_id=END,
+    )
+    if method == "beam":
+        eager_tokens, eager_scores = run(trained, source, **options)
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
         compiled = tf.function(
-            lambda ids: generate(trained, ids, **options), jit_compile=True
+            lambda ids: generate(trained, ids, **options),
+            jit_compile=True,
+            autograph=False,
         )
     else:
         compiled = make_generate_fn(trained, **options)  # jax.jit
     tokens, scores = compiled(source)
-    np.testing.assert_array_equal(to_numpy(tokens), to_numpy(eager_tokens))
-    np.testing.assert_allclose(
-        to_numpy(scores), to_numpy(eager_scores), rtol=1e-4, atol=1e-4
-    )
+    np.testing.assert_array_equal(to_numpy(tokens), eager_tokens)
+    np.testing.assert_allclose(to_numpy(scores), eager_scores, rtol=1e-4, atol=1e-4)
 
 
-def test_make_generate_fn_draws_new_samples_each_call():
-    model = tiny_model(5)
-    source = random_sources(13, 6, 6)
-    sample = make_generate_fn(
-        model, max_length=8, start_id=START, end_id=END, method="sample",
+def test_compiled_sampling(models, greedy_runs):
+    """Int seed: the same samples at every call (and, on JAX, the eager
+    ones; TensorFlow's stateless RNG differs under XLA). No seed: a fresh
+    SeedGenerator, new samples at every call."""
+    model, source = models["random"], greedy_runs["random"][0]
+    options = dict(
+        max_length=MAX_LENGTH,
+        start_id=START,
+        end_id=END,
+        method="sample",
         temperature=1.5,
+        top_k=8,
+        top_p=0.95,
     )
-    first = to_numpy(sample(source)[0])
-    second = to_numpy(sample(source)[0])
-    assert_well_formed(first, 8)
+    seeded = make_generate_fn(model, seed=3, **options)
+    tokens, scores = (to_numpy(x) for x in seeded(source))
+    np.testing.assert_array_equal(to_numpy(seeded(source)[0]), tokens)
+    assert_well_formed(tokens, MAX_LENGTH)
+    _, steps = teacher_forced(model, source, tokens)
+    np.testing.assert_allclose(scores, steps.sum(1), rtol=1e-4, atol=1e-4)
+    if BACKEND == "jax":
+        eager, _ = run(model, source, seed=3, **options)
+        np.testing.assert_array_equal(tokens, eager)
+    unseeded = make_generate_fn(model, **options)
+    first = to_numpy(unseeded(source)[0])
+    second = to_numpy(unseeded(source)[0])
+    assert_well_formed(first, MAX_LENGTH)
     assert not np.array_equal(first, second)
 
 
@@ -319,12 +358,13 @@ def test_make_generate_fn_draws_new_samples_each_call():
         (dict(start_id=0), "start_id"),
         (dict(end_id=VOCAB), "end_id"),
         (dict(method="beam", beam_size=0), "beam_size"),
+        (dict(method="beam", length_penalty=-1.0), "length_penalty"),
         (dict(method="sample", temperature=0.0), "temperature"),
+        (dict(method="sample", top_k=0), "top_k"),
         (dict(method="sample", top_p=1.5), "top_p"),
     ],
 )
-def test_invalid_arguments(options, message):
-    model = tiny_model(1)
+def test_invalid_arguments(options, message, models):
     options = dict(dict(max_length=8, start_id=START, end_id=END), **options)
     with pytest.raises(ValueError, match=message):
-        generate(model, random_sources(0, 1, 4), **options)
+        generate(models["random"], random_sources(0, 1, 4), **options)
