@@ -294,7 +294,9 @@ def _decoder_step(parts, source_ids, max_length, use_cache, repeat):
     if use_cache:
         cross_cache = decoder.compute_cross_attention_cache(memory)
         if repeat > 1:
-            cross_cache = ops.repeat(cross_cache, repeat, axis=0)
+            cross_cache = keras.tree.map_structure(
+                lambda cache: ops.repeat(cache, repeat, axis=0), cross_cache
+            )
         batch = ops.shape(source_ids)[0] * repeat
         state = (decoder.initial_self_attention_cache(batch, max_length),)
 

@@ -1,7 +1,6 @@
 """The decoder stack, with caches for incremental decoding."""
 
 import keras
-from keras import ops
 
 from keras_tfm.layers.decoder_layer import DecoderLayer
 from keras_tfm.layers.encoder import Encoder
@@ -24,12 +23,16 @@ class Decoder(Encoder):
             may be None when `cross_attention_cache` is given.
         decoder_sequence_mask, encoder_sequence_mask: padding masks, filled
             from the inputs' Keras masks when not given.
-        self_attention_cache: `(batch, num_layers, 2, max_length, num_heads,
-            key_dim)`, from `initial_self_attention_cache`.
+        self_attention_cache: a tuple with one `(batch, 2, max_length,
+            num_heads, key_dim)` tensor per layer, from
+            `initial_self_attention_cache`. One tensor per layer (rather
+            than one stacked tensor) lets each step update each layer's
+            cache in place instead of copying all of them.
         self_attention_cache_update_index: position of the first element of
             `decoder_sequence`; also the positional-encoding offset.
-        cross_attention_cache: `(batch, num_layers, 2, source_length,
-            num_heads, key_dim)`, from `compute_cross_attention_cache`.
+        cross_attention_cache: a tuple with one `(batch, 2, source_length,
+            num_heads, key_dim)` tensor per layer, from
+            `compute_cross_attention_cache`.
         training: enables dropout.
 
     Returns:
@@ -83,21 +86,17 @@ class Decoder(Encoder):
         self.built = True
 
     def initial_self_attention_cache(self, batch_size, max_length):
-        """Zeros `(batch, num_layers, 2, max_length, num_heads, key_dim)`."""
-        key_dim = self.d_model // self.num_heads
-        return ops.zeros(
-            (batch_size, self.num_layers, 2, max_length, self.num_heads, key_dim),
-            dtype=self.compute_dtype,
+        """Per layer, zeros `(batch, 2, max_length, num_heads, key_dim)`."""
+        return tuple(
+            layer.self_attention.initial_cache(batch_size, max_length, self.d_model)
+            for layer in self.decoder_layers
         )
 
     def compute_cross_attention_cache(self, encoder_sequence):
-        """Keys and values of the encoder output, once per layer."""
-        return ops.stack(
-            [
-                layer.cross_attention.compute_cache(encoder_sequence)
-                for layer in self.decoder_layers
-            ],
-            axis=1,
+        """Per layer, the keys and values of the encoder output."""
+        return tuple(
+            layer.cross_attention.compute_cache(encoder_sequence)
+            for layer in self.decoder_layers
         )
 
     def call(
@@ -127,12 +126,12 @@ class Decoder(Encoder):
                     encoder_sequence,
                     decoder_sequence_mask=decoder_sequence_mask,
                     encoder_sequence_mask=encoder_sequence_mask,
-                    self_attention_cache=self_attention_cache[:, index],
+                    self_attention_cache=self_attention_cache[index],
                     self_attention_cache_update_index=start,
                     cross_attention_cache=(
                         None
                         if cross_attention_cache is None
-                        else cross_attention_cache[:, index]
+                        else cross_attention_cache[index]
                     ),
                     training=training,
                 )
@@ -152,7 +151,7 @@ class Decoder(Encoder):
             return x
         if cross_attention_cache is None:
             cross_attention_cache = self.compute_cross_attention_cache(encoder_sequence)
-        return x, ops.stack(new_self_caches, axis=1), cross_attention_cache
+        return x, tuple(new_self_caches), cross_attention_cache
 
     def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):
         return decoder_sequence_shape
