@@ -2,8 +2,12 @@
 
 Measures generated tokens per second at output lengths 16, 64 and 128, batch
 1 and 32, greedy and beam 4, with and without the key/value cache, on the
-model size of the default `keras-tfm train` config (random weights; the end
-token is suppressed so every sequence runs to the full length). Each setting
+default model size (`TransformerConfig` defaults: the paper's base, d_model
+512, 8 heads, d_ff 2048, 6+6 layers; `--model numbers` for the small model
+of the default `keras-tfm train` config), with random weights and the end
+token suppressed so every sequence runs to the full length. Uncached runs
+whose decoder work (sequences x length^2) exceeds `--uncached-limit` are
+skipped: they take minutes per call on a CPU. Each setting
 runs through `make_generate_fn` (XLA-compiled on TensorFlow), is warmed up
 once, then timed `--repeats` times; the table reports medians and the
 cached/uncached ratio, with alternating order so that machine noise hits
@@ -31,10 +35,16 @@ from keras_tfm.run import load_config, model_config  # noqa: E402
 START_ID, END_ID = 2, 3
 
 
-def default_model(vocab_size, max_length):
-    config = load_config(None)
-    config["model"]["max_length"] = max_length
-    model_cfg = model_config(config, vocab_size, vocab_size)
+def default_model(name, vocab_size, max_length):
+    if name == "numbers":
+        config = load_config(None)
+        config["model"]["max_length"] = max_length
+        model_cfg = model_config(config, vocab_size, vocab_size)
+    else:
+        model_cfg = keras_tfm.TransformerConfig(
+            src_vocab_size=vocab_size, tgt_vocab_size=vocab_size,
+            max_length=max_length,
+        )
     keras.utils.set_random_seed(0)
     model = keras_tfm.build_transformer(model_cfg)
     # Never end early: every timed sequence has exactly the requested length.
@@ -55,6 +65,14 @@ def time_call(fn, source, repeats):
     return times
 
 
+def _rate(value):
+    return "skipped" if value != value else f"{value:,.0f}"
+
+
+def _ratio(cached, uncached):
+    return "—" if uncached != uncached else f"{cached / uncached:.2f}x"
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 128])
@@ -62,11 +80,13 @@ def main():
     parser.add_argument("--methods", nargs="+", default=["greedy", "beam"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--source-length", type=int, default=16)
-    parser.add_argument("--vocab-size", type=int, default=256)
+    parser.add_argument("--model", choices=["base", "numbers"], default="base")
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--uncached-limit", type=float, default=2e5)
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
 
-    model, cfg = default_model(args.vocab_size, max(args.lengths) + 1)
+    model, cfg = default_model(args.model, args.vocab_size, max(args.lengths) + 1)
     rng = np.random.default_rng(0)
     rows = []
     print(
@@ -86,34 +106,42 @@ def main():
             source = rng.integers(4, args.vocab_size, (batch, args.source_length))
             source = source.astype("int32")
             for length in args.lengths:
+                sequences = batch * (4 if method == "beam" else 1)
+                variants = [True]
+                if sequences * length**2 <= args.uncached_limit:
+                    variants.append(False)
                 fns = {
                     cached: make_generate_fn(
                         model, max_length=length, start_id=START_ID,
                         end_id=END_ID, method=method, beam_size=4,
                         use_cache=cached,
                     )
-                    for cached in (True, False)
+                    for cached in variants
                 }
-                samples = {True: [], False: []}
+                samples = {cached: [] for cached in variants}
                 for round_index in range(2):
-                    order = (True, False) if round_index == 0 else (False, True)
+                    order = variants if round_index == 0 else variants[::-1]
                     for cached in order:
                         samples[cached] += time_call(
                             fns[cached], source, max(1, args.repeats // 2 + 1)
                         )
                 tokens = batch * length
                 cached_rate = tokens / statistics.median(samples[True])
-                uncached_rate = tokens / statistics.median(samples[False])
+                uncached_rate = float("nan")
+                if False in samples:
+                    uncached_rate = tokens / statistics.median(samples[False])
                 row = dict(
                     method=method, batch=batch, length=length,
                     cached_tokens_per_second=round(cached_rate, 1),
-                    uncached_tokens_per_second=round(uncached_rate, 1),
-                    speedup=round(cached_rate / uncached_rate, 2),
+                    uncached_tokens_per_second=None
+                    if uncached_rate != uncached_rate else round(uncached_rate, 1),
+                    speedup=round(cached_rate / uncached_rate, 2)
+                    if uncached_rate == uncached_rate else None,
                 )
                 rows.append(row)
                 print(
                     f"| {method} | {batch} | {length} | {cached_rate:,.0f} | "
-                    f"{uncached_rate:,.0f} | {cached_rate / uncached_rate:.2f}x |",
+                    f"{_rate(uncached_rate)} | {_ratio(cached_rate, uncached_rate)} |",
                     flush=True,
                 )
     if args.json:
