@@ -10,46 +10,181 @@ def _train(args):
 
     config = load_config(args.config)
     train(
-        config, run_dir=args.run_dir, epochs=args.epochs, strategy_name=args.strategy,
-        data_dir=args.data_dir, src=args.src, tgt=args.tgt,
+        config,
+        run_dir=args.run_dir,
+        epochs=args.epochs,
+        strategy_name=args.strategy,
+        data_dir=args.data_dir,
+        src=args.src,
+        tgt=args.tgt,
         export=not args.no_export,
     )
     return 0
+
+
+def _export(args):
+    from keras_tfm.export import export_run
+
+    path = export_run(
+        args.run_dir,
+        name=args.name,
+        version=args.version,
+        base_dir=args.base_dir,
+        method=args.method,
+        beam_size=args.beam_size,
+        length_penalty=args.length_penalty,
+        max_length=args.max_length,
+    )
+    print(path)
+    return 0
+
+
+def _translate(args):
+    # Only TensorFlow and TensorFlow Text: the SavedModel holds the whole
+    # pipeline, no Keras model is rebuilt.
+    from keras_tfm.export import find_saved_model
+
+    path = find_saved_model(args.model)
+    if args.batch_size < 1:
+        raise _UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.sentences:
+        sentences = [s.encode("utf-8", "surrogateescape") for s in args.sentences]
+    else:
+        sentences = [line.rstrip(b"\r\n") for line in sys.stdin.buffer]
+
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+        serve = loaded.signatures["serving_default"]
+    except (OSError, KeyError, ValueError, tf.errors.OpError) as error:
+        message = " ".join(str(error).split())  # one line
+        raise _UsageError(f"cannot load the SavedModel at {path}: {message}") from None
+    out = sys.stdout
+    for start in range(0, len(sentences), args.batch_size):
+        batch = tf.constant(sentences[start : start + args.batch_size], dtype=tf.string)
+        outputs = serve(sentences=batch)
+        for text, score in zip(
+            outputs["translations"].numpy(), outputs["scores"].numpy()
+        ):
+            line = text.decode("utf-8", "replace")
+            out.write(f"{line}\t{score:.4f}\n" if args.scores else line + "\n")
+        out.flush()
+    return 0
+
+
+class _UsageError(Exception):
+    """A bad command line argument found after parsing."""
+
+
+def _user_errors():
+    """Exception classes reported as `keras-tfm: error: ...` with exit code 2.
+
+    Looked up in the modules already imported, so that `translate` does not
+    import the training code just to name its errors.
+    """
+    errors = [_UsageError]
+    for module, name in (
+        ("keras_tfm.data", "DataError"),
+        ("keras_tfm.run", "ConfigError"),
+        ("keras_tfm.export", "ExportError"),
+    ):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-tfm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a Transformer with model.fit")
-    train.add_argument("--config", help="TOML config (default: the built-in numbers task)")
-    train.add_argument("--data-dir", help="folder of {train,valid,test}.{src,tgt} files")
+    train.add_argument(
+        "--config", help="TOML config (default: the built-in numbers task)"
+    )
+    train.add_argument(
+        "--data-dir", help="folder of {train,valid,test}.{src,tgt} files"
+    )
     train.add_argument("--src", help="source language suffix, e.g. de")
     train.add_argument("--tgt", help="target language suffix, e.g. en")
     train.add_argument("--epochs", type=int)
     train.add_argument(
-        "--strategy", default="auto",
+        "--strategy",
+        default="auto",
         choices=["auto", "one_device", "mirrored", "multi_worker"],
     )
     train.add_argument("--run-dir", help="where logs, checkpoints and the model go")
-    train.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    train.add_argument(
+        "--no-export", action="store_true", help="skip the SavedModel export"
+    )
     train.set_defaults(handler=_train)
+
+    export = commands.add_parser(
+        "export", help="export a trained run as a SavedModel for TF Serving"
+    )
+    export.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a `keras-tfm train` run directory"
+    )
+    export.add_argument(
+        "--name", required=True, help="model name (folder under --base-dir)"
+    )
+    export.add_argument(
+        "--version",
+        type=int,
+        help="integer version (default: 1 + the highest existing)",
+    )
+    export.add_argument(
+        "--base-dir", default="saved_models", help="default: saved_models"
+    )
+    export.add_argument("--method", choices=["beam", "greedy"], help="default: beam")
+    export.add_argument("--beam-size", type=int, help="default: 4")
+    export.add_argument("--length-penalty", type=float, help="GNMT alpha, default: 0.6")
+    export.add_argument(
+        "--max-length",
+        type=int,
+        help="most target tokens generated (default: the model's max_length)",
+    )
+    export.set_defaults(handler=_export)
+
+    translate = commands.add_parser(
+        "translate", help="translate with an exported SavedModel (no Keras needed)"
+    )
+    translate.add_argument(
+        "--model",
+        required=True,
+        help="a SavedModel version folder (saved_models/NAME/VERSION), or a model "
+        "folder (saved_models/NAME: its highest version)",
+    )
+    translate.add_argument(
+        "sentences",
+        nargs="*",
+        metavar="SENTENCE",
+        help="sentences to translate; none: one per line from stdin",
+    )
+    translate.add_argument("--batch-size", type=int, default=64)
+    translate.add_argument(
+        "--scores",
+        action="store_true",
+        help="print a tab and the score after each line",
+    )
+    translate.set_defaults(handler=_translate)
     return parser
 
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    from keras_tfm.data import DataError
-    from keras_tfm.run import ConfigError
 
     try:
         return args.handler(args)
-    except (DataError, ConfigError) as error:
-        print(f"keras-tfm: error: {error}", file=sys.stderr)
-        return 2
     except FloatingPointError as error:
         print(f"keras-tfm: error: {error}", file=sys.stderr)
         return 3
+    except Exception as error:
+        if not isinstance(error, _user_errors()):
+            raise
+        print(f"keras-tfm: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
