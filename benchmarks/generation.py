@@ -42,7 +42,8 @@ def default_model(name, vocab_size, max_length):
         model_cfg = model_config(config, vocab_size, vocab_size)
     else:
         model_cfg = keras_tfm.TransformerConfig(
-            src_vocab_size=vocab_size, tgt_vocab_size=vocab_size,
+            src_vocab_size=vocab_size,
+            tgt_vocab_size=vocab_size,
             max_length=max_length,
         )
     keras.utils.set_random_seed(0)
@@ -112,8 +113,12 @@ def main():
                     variants.append(False)
                 fns = {
                     cached: make_generate_fn(
-                        model, max_length=length, start_id=START_ID,
-                        end_id=END_ID, method=method, beam_size=4,
+                        model,
+                        max_length=length,
+                        start_id=START_ID,
+                        end_id=END_ID,
+                        method=method,
+                        beam_size=4,
                         use_cache=cached,
                     )
                     for cached in variants
@@ -131,12 +136,16 @@ def main():
                 if False in samples:
                     uncached_rate = tokens / statistics.median(samples[False])
                 row = dict(
-                    method=method, batch=batch, length=length,
+                    method=method,
+                    batch=batch,
+                    length=length,
                     cached_tokens_per_second=round(cached_rate, 1),
                     uncached_tokens_per_second=None
-                    if uncached_rate != uncached_rate else round(uncached_rate, 1),
+                    if uncached_rate != uncached_rate
+                    else round(uncached_rate, 1),
                     speedup=round(cached_rate / uncached_rate, 2)
-                    if uncached_rate == uncached_rate else None,
+                    if uncached_rate == uncached_rate
+                    else None,
                 )
                 rows.append(row)
                 print(

@@ -307,6 +307,15 @@ def train(
     )
     if not is_chief:
         return metrics
+    export_settings = {
+        "method": evaluation.get("method", "greedy"),
+        "beam_size": int(evaluation.get("beam_size", 4)),
+        "length_penalty": float(evaluation.get("length_penalty", 0.6)),
+        "max_length": int(evaluation.get("max_length", model_cfg.max_length)),
+        **config.get("export", {}),
+    }
+    resolved = {k: v for k, v in config.items() if k != "source"}
+    _write_json(run_dir / "config.json", {**resolved, "export": export_settings})
     model.save(run_dir / "model.keras.tmp.keras")
     os.replace(run_dir / "model.keras.tmp.keras", run_dir / "model.keras")
     _write_json(run_dir / "metrics.json", metrics)
