@@ -4,10 +4,10 @@ import copy
 import json
 import os
 import time
+import tomllib
+import warnings
 from importlib import resources
 from pathlib import Path
-
-import tomllib
 
 DEFAULT_CONFIG = "numbers"
 
@@ -286,13 +286,18 @@ def train(
         f"run directory {run_dir}"
     )
     started = time.perf_counter()
-    model.fit(
-        train_ds,
-        validation_data=valid_ds,
-        epochs=total_epochs,
-        callbacks=callbacks,
-        verbose=settings.get("verbose", _verbosity()),
-    )
+    with warnings.catch_warnings():
+        # The pipeline is shuffled by make_dataset, and filtering by length
+        # leaves its size unknown, so Keras' warnings about both are noise.
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+        warnings.filterwarnings("ignore", message=".*ran out of data.*")
+        model.fit(
+            train_ds,
+            validation_data=valid_ds,
+            epochs=total_epochs,
+            callbacks=callbacks,
+            verbose=settings.get("verbose", _verbosity()),
+        )
     train_seconds = time.perf_counter() - started
     if nan_guard.message:
         raise FloatingPointError(nan_guard.message)
