@@ -91,9 +91,14 @@ def prepare_data(config, run_dir):
     if data.get("data_dir"):
         return Path(data["data_dir"]).expanduser(), src, tgt
     task = _field(config, "data", "task", "numbers", str)
+    if task == "files":
+        raise ConfigError(
+            f"{config['source']}: [data] data_dir is not set; pass --data-dir DIR"
+        )
     if task != "numbers":
         raise ConfigError(
-            f"{config['source']}: [data] task must be 'numbers' or data_dir must be set"
+            f"{config['source']}: [data] task must be 'numbers' or 'files', "
+            f"got {task!r}"
         )
     data_dir = Path(run_dir) / "data"
     if not (data_dir / f"test.{tgt}").exists():
@@ -108,24 +113,36 @@ def prepare_data(config, run_dir):
 
 
 def prepare_tokenizers(config, run_dir, train_sources, train_targets):
-    """Trains the SentencePiece models once; later runs reuse the saved ones."""
+    """Trains the SentencePiece models once; later runs reuse the saved ones.
+
+    With `[tokenizer] shared = true` one model is learned from both sides
+    (the paper's joint vocabulary, needed to share embeddings); it is saved
+    as both `src.model` and `tgt.model`.
+    """
     from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
 
     directory = Path(run_dir) / "tokenizers"
     directory.mkdir(parents=True, exist_ok=True)
-    settings = config["tokenizer"]
-    tokenizers = []
+    shared = _field(config, "tokenizer", "shared", False, bool)
+    model_type = _field(config, "tokenizer", "model_type", "bpe", str)
+    paths = {side: directory / f"{side}.model" for side in ("src", "tgt")}
+    if shared and not paths["src"].exists():
+        proto = train_sentencepiece(
+            list(train_sources) + list(train_targets),
+            vocab_size=_field(config, "tokenizer", "src_vocab_size", 8000, int),
+            model_type=model_type,
+        )
+        for path in paths.values():
+            Tokenizer(proto).save(path)
     for side, lines in (("src", train_sources), ("tgt", train_targets)):
-        path = directory / f"{side}.model"
-        if not path.exists():
+        if not paths[side].exists():
             proto = train_sentencepiece(
                 lines,
                 vocab_size=_field(config, "tokenizer", f"{side}_vocab_size", 8000, int),
-                model_type=settings.get("model_type", "bpe"),
+                model_type=model_type,
             )
-            Tokenizer(proto).save(path)
-        tokenizers.append(Tokenizer.load(path))
-    return tokenizers
+            Tokenizer(proto).save(paths[side])
+    return [Tokenizer.load(paths[side]) for side in ("src", "tgt")]
 
 
 def make_translator(model, src_tokenizer, tgt_tokenizer, evaluation):
