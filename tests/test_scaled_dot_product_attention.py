@@ -53,7 +53,7 @@ def test_masked_matches_reference_and_fully_masked_rows_are_zero(use_fused):
 def test_fused_and_explicit_paths_agree_with_broadcast_mask():
     q, k, v = random_qkv(3, tq=6, tk=6)
     causal = np.tril(np.ones((6, 6), bool))[None, None]
-    fused = to_numpy(scaled_dot_product_attention(q, k, v, mask=causal))
+    fused = to_numpy(scaled_dot_product_attention(q, k, v, mask=causal, use_fused=True))
     explicit, weights = scaled_dot_product_attention(
         q, k, v, mask=causal, use_fused=False, return_attention_scores=True
     )

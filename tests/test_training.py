@@ -1,6 +1,7 @@
 """Schedule, loss, metrics and callbacks of `keras_tfm.training`, against NumPy."""
 
 import json
+import tomllib
 from importlib import resources
 from pathlib import Path
 
@@ -8,7 +9,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import tomllib
 
 from keras_tfm import training
 from keras_tfm.run import load_config

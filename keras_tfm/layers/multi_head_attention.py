@@ -100,6 +100,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.supports_masking = True
 
     def _projection(self, name, equation, output_shape, bias_axes):
+        # Holds the weights; `_project` applies them (fused with the others).
         dense = keras.layers.EinsumDense(
             equation,
             output_shape=output_shape,
@@ -109,9 +110,6 @@ class MultiHeadAttention(keras.layers.Layer):
             dtype=self.dtype_policy,
             name=name,
         )
-        # Masks are applied to the attention scores; the projections simply
-        # let them pass instead of warning that they drop them.
-        dense.supports_masking = True
         return dense
 
     def build(self, query_shape, value_shape=None, key_shape=None):
@@ -149,10 +147,52 @@ class MultiHeadAttention(keras.layers.Layer):
             dtype=self.compute_dtype,
         )
 
+    def _project(self, inputs, *projections):
+        """`inputs` through several input projections with one matmul.
+
+        The projections' kernels `(d_model, heads, key_dim)` are concatenated
+        into one `(d_model, n * heads * key_dim)` matrix: one large matmul
+        runs faster than several small ones, and the weights stay those of
+        the separate `query`/`key`/`value` layers. Returns one
+        `(batch, length, heads, key_dim)` tensor per projection.
+        """
+        d_model = inputs.shape[-1]
+        width = self.num_heads * self.key_dim
+        kernel = ops.concatenate(
+            [ops.reshape(p.kernel, (d_model, width)) for p in projections], axis=-1
+        )
+        batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        outputs = ops.matmul(ops.reshape(inputs, (-1, d_model)), kernel)
+        if self.use_bias:
+            bias = ops.concatenate(
+                [ops.reshape(p.bias, (width,)) for p in projections], 0
+            )
+            outputs = outputs + bias
+        # split (whose gradient is a concat), not slicing (whose gradient
+        # scatters into zeros of the full size).
+        parts = ops.split(outputs, len(projections), axis=-1)
+        shape = (batch, length, self.num_heads, self.key_dim)
+        return [ops.reshape(part, shape) for part in parts]
+
+    def _output_projection(self, attended):
+        """`(batch, length, heads, key_dim)` -> `(batch, length, d_model)`."""
+        dense = self.output_dense
+        d_model = dense.kernel.shape[-1]
+        batch, length = ops.shape(attended)[0], ops.shape(attended)[1]
+        flat = ops.reshape(attended, (-1, self.num_heads * self.key_dim))
+        outputs = ops.matmul(flat, ops.reshape(dense.kernel, (-1, d_model)))
+        if self.use_bias:
+            outputs = outputs + dense.bias
+        return ops.reshape(outputs, (batch, length, d_model))
+
     def compute_cache(self, value, key=None):
         """Projected keys and values of a fixed memory (the encoder output)."""
-        key = value if key is None else key
-        return ops.stack([self.key_dense(key), self.value_dense(value)], axis=1)
+        if key is None:
+            keys, values = self._project(value, self.key_dense, self.value_dense)
+        else:
+            keys = self._project(key, self.key_dense)[0]
+            values = self._project(value, self.value_dense)[0]
+        return ops.stack([keys, values], axis=1)
 
     def call(
         self,
@@ -171,16 +211,28 @@ class MultiHeadAttention(keras.layers.Layer):
     ):
         if value is None and cache is None:
             value = query
-        key = value if key is None else key
-        query_heads = self.query_dense(query)
         query_length = ops.shape(query)[1]
+        reads_from_cache = cache is not None and cache_update_index is None
+        if reads_from_cache:
+            query_heads = self._project(query, self.query_dense)[0]
+        elif value is query and (key is None or key is query):
+            query_heads, key_heads, value_heads = self._project(
+                query, self.query_dense, self.key_dense, self.value_dense
+            )
+        else:
+            query_heads = self._project(query, self.query_dense)[0]
+            if key is None or key is value:
+                key_heads, value_heads = self._project(
+                    value, self.key_dense, self.value_dense
+                )
+            else:
+                key_heads = self._project(key, self.key_dense)[0]
+                value_heads = self._project(value, self.value_dense)[0]
 
-        if cache is not None and cache_update_index is None:
+        if reads_from_cache:
             key_heads, value_heads = cache[:, 0], cache[:, 1]
         elif cache is not None:
-            new_entries = ops.stack(
-                [self.key_dense(key), self.value_dense(value)], axis=1
-            )
+            new_entries = ops.stack([key_heads, value_heads], axis=1)
             start = [0, 0, cache_update_index, 0, 0]
             cache = ops.slice_update(cache, start, new_entries)
             key_heads, value_heads = cache[:, 0], cache[:, 1]
@@ -189,9 +241,6 @@ class MultiHeadAttention(keras.layers.Layer):
                     query_length, ops.shape(cache)[2], cache_update_index
                 )[None]
                 use_causal_mask = False
-        else:
-            key_heads = self.key_dense(key)
-            value_heads = self.value_dense(value)
 
         key_length = ops.shape(key_heads)[1]
         mask = self._merge_masks(
@@ -218,7 +267,7 @@ class MultiHeadAttention(keras.layers.Layer):
             attended, scores = result
         else:
             attended = result
-        outputs = self.output_dense(attended)
+        outputs = self._output_projection(attended)
         returned = (outputs,)
         if cache is not None:
             returned += (cache,)

@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 from keras import ops, random
 
 
@@ -19,7 +20,7 @@ def scaled_dot_product_attention(
     training=False,
     seed_generator=None,
     return_attention_scores=False,
-    use_fused=True,
+    use_fused=None,
 ):
     """Scaled dot-product attention, equation (1) of the paper.
 
@@ -42,7 +43,10 @@ def scaled_dot_product_attention(
             `(batch, num_heads, query_length, key_length)`.
         use_fused: when nothing but the plain math is asked for (no weights
             returned, no active dropout), call `keras.ops.dot_product_attention`
-            so backends can use their fused kernels.
+            so backends can use their fused kernels. None (default) does so on
+            backends that have such kernels (JAX, PyTorch); Keras' TensorFlow
+            version is the same einsum math as the explicit path here, plus a
+            full-size mask broadcast, so TensorFlow takes the explicit path.
 
     Returns:
         The attended values with the layout of `query` (last axis d_v), and
@@ -66,6 +70,8 @@ def scaled_dot_product_attention(
     scale = 1.0 / math.sqrt(query.shape[-1])
 
     dropout_active = bool(dropout_rate) and bool(training)
+    if use_fused is None:
+        use_fused = keras.config.backend() != "tensorflow"
     if use_fused and not return_attention_scores and not dropout_active:
         full_mask = None
         if mask is not None:
