@@ -1,6 +1,7 @@
 """Position-wise feed-forward network."""
 
 import keras
+from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
@@ -54,6 +55,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
             bias_initializer=self.bias_initializer,
             dtype=self.dtype_policy,
         )
+        # The Dense layers hold the weights; `call` applies them.
         self.inner_dense = keras.layers.Dense(
             self.d_ff, activation=self.activation, name="inner_dense", **common
         )
@@ -66,8 +68,15 @@ class PositionwiseFeedForward(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        hidden = self.inner_dropout(self.inner_dense(inputs), training=training)
-        return self.output_dense(hidden)
+        # Flattened to 2-D so each matmul, its bias and the activation run as
+        # one fused kernel on oneDNN (a 3-D Dense goes through tensordot).
+        d_model = inputs.shape[-1]
+        flat = ops.reshape(inputs, (-1, d_model))
+        inner, outer = self.inner_dense, self.output_dense
+        hidden = ops.matmul(flat, inner.kernel) + inner.bias
+        hidden = self.inner_dropout(self.activation(hidden), training=training)
+        outputs = ops.matmul(hidden, outer.kernel) + outer.bias
+        return ops.reshape(outputs, ops.shape(inputs))
 
     def compute_output_shape(self, input_shape):
         return input_shape
