@@ -2,13 +2,13 @@
 
 import keras
 
-from keras_tfm.layers.encoder_layer import residual
+from keras_tfm.layers.encoder_layer import EncoderLayer, residual
 from keras_tfm.layers.multi_head_attention import MultiHeadAttention
 from keras_tfm.layers.positionwise_feed_forward import PositionwiseFeedForward
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
-class DecoderLayer(keras.layers.Layer):
+class DecoderLayer(EncoderLayer):
     """Masked self-attention, encoder-decoder attention and a feed-forward.
 
     Self-attention is causal: position i attends to target positions <= i
@@ -19,7 +19,8 @@ class DecoderLayer(keras.layers.Layer):
 
     Args:
         num_heads, d_ff, dropout, attention_dropout, activation, pre_norm,
-        layer_norm_epsilon: as for `EncoderLayer`.
+        layer_norm_epsilon: as for `EncoderLayer` (whose constructor and
+        config this layer shares).
         **kwargs: standard layer arguments.
 
     Call arguments:
@@ -55,27 +56,6 @@ class DecoderLayer(keras.layers.Layer):
 
     Reference: "Attention Is All You Need", section 3.1.
     """
-
-    def __init__(
-        self,
-        num_heads,
-        d_ff,
-        dropout=0.1,
-        attention_dropout=0.0,
-        activation="relu",
-        pre_norm=False,
-        layer_norm_epsilon=1e-6,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.num_heads = int(num_heads)
-        self.d_ff = int(d_ff)
-        self.dropout = float(dropout)
-        self.attention_dropout = float(attention_dropout)
-        self.activation = keras.activations.get(activation)
-        self.pre_norm = bool(pre_norm)
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
-        self.supports_masking = True
 
     def _norm(self, name, shape):
         norm = keras.layers.LayerNormalization(
@@ -209,18 +189,3 @@ class DecoderLayer(keras.layers.Layer):
 
     def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):
         return decoder_sequence_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_heads": self.num_heads,
-                "d_ff": self.d_ff,
-                "dropout": self.dropout,
-                "attention_dropout": self.attention_dropout,
-                "activation": keras.activations.serialize(self.activation),
-                "pre_norm": self.pre_norm,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-            }
-        )
-        return config
