@@ -63,9 +63,12 @@ def main(mode, out_path):
     dataset = batches()
     with strategy.scope():
         model = build_transformer(config)
-        training.compile_model(
-            model, training.make_optimizer(16, warmup_steps=2, scale=4.0)
-        )
+        # Plain SGD: the update is proportional to the gradient, so a loss
+        # scaled twice (or a per-replica mean) shows in the weights. Adam
+        # would hide a constant factor and amplify rounding noise in
+        # near-zero gradients into full-size steps.
+        training.compile_model(model, keras.optimizers.SGD(learning_rate=0.5))
+    initial = {f"initial:{v.path}": np.asarray(v.numpy()) for v in model.weights}
     training.prepare_for_fit(model, strategy, next(iter(dataset)))
     history = model.fit(
         training.distribute_options(dataset, strategy),
@@ -80,6 +83,7 @@ def main(mode, out_path):
         accuracy=np.array(history.history["accuracy"]),
         replicas=strategy.num_replicas_in_sync,
         **weights,
+        **initial,
     )
 
 
