@@ -5,13 +5,13 @@ The data is generated locally with `num2words`, e.g. 54 becomes the pair
 to train a tiny model on a CPU in minutes.
 """
 
-import os
 import random
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from num2words import num2words
+
+from keras_tfm.files import write_atomic
 
 SOURCE_LANG = "de"
 TARGET_LANG = "en"
@@ -78,19 +78,5 @@ def write_numbers_task(
         pairs = number_pairs(splits[split])
         for lang, column in ((SOURCE_LANG, 0), (TARGET_LANG, 1)):
             text = "".join(pair[column] + "\n" for pair in pairs)
-            _write_atomic(out_dir / f"{split}.{lang}", text.encode("utf-8"))
+            write_atomic(out_dir / f"{split}.{lang}", text.encode("utf-8"))
     return out_dir
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,6 +9,8 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
+from keras_tfm.files import write_atomic
+
 DEFAULT_CONFIG = "numbers"
 
 
@@ -73,10 +75,8 @@ def model_config(config, src_vocab_size, tgt_vocab_size):
 
 
 def _write_json(path, payload):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+    write_atomic(path, text.encode("utf-8"))
 
 
 def prepare_data(config, run_dir):

@@ -10,8 +10,6 @@ start (bos)=2 and end (eos)=3.
 
 import hashlib
 import io
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,6 +17,8 @@ import sentencepiece as spm
 import tensorflow as tf
 import tensorflow_text as tf_text
 from tensorflow_text.python.ops import sentencepiece_tokenizer as _tf_text_sp
+
+from keras_tfm.files import write_atomic
 
 PAD_ID = 0
 UNK_ID = 1
@@ -250,18 +250,7 @@ class Tokenizer(tf.Module):
         """Writes the `.model` file atomically and returns its path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(self._model_proto)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(path, self._model_proto)
 
     @classmethod
     def load(cls, path, name: str | None = None) -> "Tokenizer":
