@@ -101,7 +101,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _projection(self, name, equation, output_shape, bias_axes):
         # Holds the weights; `_project` applies them (fused with the others).
-        dense = keras.layers.EinsumDense(
+        return keras.layers.EinsumDense(
             equation,
             output_shape=output_shape,
             bias_axes=bias_axes if self.use_bias else None,
@@ -110,7 +110,6 @@ class MultiHeadAttention(keras.layers.Layer):
             dtype=self.dtype_policy,
             name=name,
         )
-        return dense
 
     def build(self, query_shape, value_shape=None, key_shape=None):
         d_model = query_shape[-1]
