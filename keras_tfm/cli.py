@@ -1,4 +1,4 @@
-"""`keras-tfm` command line: train, export, translate."""
+"""`keras-tfm` command line: train, evaluate, export, translate."""
 
 import argparse
 import os
@@ -19,6 +19,33 @@ def _train(args):
         tgt=args.tgt,
         export=not args.no_export,
     )
+    return 0
+
+
+def _evaluate(args):
+    import json
+
+    from keras_tfm.run import evaluate_run, format_scores
+
+    compare = args.compare.split(",") if args.compare else None
+    metrics = evaluate_run(
+        args.run_dir,
+        data_dir=args.data_dir,
+        checkpoint=args.checkpoint,
+        overrides={
+            "method": args.method,
+            "compare": compare,
+            "beam_size": args.beam_size,
+            "length_penalty": args.length_penalty,
+            "max_length": args.max_length,
+            "tokenized_reference": args.tokenized_reference,
+        },
+    )
+    for method, scores in metrics.get(
+        "by_method", {metrics["decoding"]: metrics}
+    ).items():
+        print(f"test ({method}): {format_scores(scores)}", file=sys.stderr)
+    print(json.dumps(metrics, indent=2))
     return 0
 
 
@@ -118,6 +145,35 @@ def build_parser():
         "--no-export", action="store_true", help="skip the SavedModel export"
     )
     train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a trained run on its test set again (JSON metrics on stdout)",
+    )
+    evaluate.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a `keras-tfm train` run directory"
+    )
+    evaluate.add_argument("--data-dir", help="default: the run's data directory")
+    evaluate.add_argument(
+        "--checkpoint",
+        help="a .keras file to score instead of RUN_DIR/model.keras, e.g. "
+        "RUN_DIR/checkpoints/epoch_010.keras",
+    )
+    evaluate.add_argument(
+        "--method", choices=["beam", "greedy"], help="default: the run's"
+    )
+    evaluate.add_argument(
+        "--compare", help="more methods to score, comma-separated, e.g. greedy"
+    )
+    evaluate.add_argument("--beam-size", type=int)
+    evaluate.add_argument("--length-penalty", type=float, help="GNMT alpha")
+    evaluate.add_argument("--max-length", type=int, help="most target tokens")
+    evaluate.add_argument(
+        "--tokenized-reference",
+        help="lowercased Moses-tokenized test references, relative to the data "
+        "directory (adds tokenized BLEU)",
+    )
+    evaluate.set_defaults(handler=_evaluate)
 
     export = commands.add_parser(
         "export", help="export a trained run as a SavedModel for TF Serving"

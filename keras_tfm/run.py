@@ -49,10 +49,14 @@ def load_config(path=None):
 
 def _field(config, section, key, default, kind=None):
     value = config[section].get(key, default)
-    if kind is not None and value is not None and not isinstance(value, kind):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    wrong = not isinstance(value, kinds) or (
+        isinstance(value, bool) and bool not in kinds
+    )
+    if kind is not None and value is not None and wrong:
         raise ConfigError(
             f"{config['source']}: [{section}] {key} must be "
-            f"{getattr(kind, '__name__', kind)}, got {value!r}"
+            f"{' or '.join(k.__name__ for k in kinds)}, got {value!r}"
         )
     return value
 
@@ -170,23 +174,92 @@ def make_translator(model, src_tokenizer, tgt_tokenizer, evaluation):
             ids = src_tokenizer.tokenize(tf.constant(chunk))[:, :source_limit]
             end = tf.fill([ids.nrows(), 1], src_tokenizer.end_id)
             ids = tf.concat([ids, tf.RaggedTensor.from_tensor(end)], axis=1)
-            tokens, _ = generate_fn(ids.to_tensor())
-            text = tgt_tokenizer.detokenize(tf.convert_to_tensor(tokens))
+            # Pad to a few fixed shapes (the full batch, lengths rounded up to
+            # 16): each new shape retraces and recompiles the decoder.
+            length = min(-(-int(ids.bounding_shape()[1]) // 16) * 16, source_limit + 1)
+            ids = ids.to_tensor(shape=[batch_size, length])
+            tokens, _ = generate_fn(ids)
+            tokens = tf.convert_to_tensor(tokens)[: len(chunk)]
+            text = tgt_tokenizer.detokenize(tokens)
             outputs.extend(t.decode("utf-8") for t in text.numpy())
         return outputs
 
     return translate
 
 
-def evaluate_translations(hypotheses, references):
-    import sacrebleu
+def evaluate_translations(hypotheses, references, tokenized_references=None, lang="en"):
+    from keras_tfm.scoring import corpus_scores
 
-    exact = sum(h.strip() == r.strip() for h, r in zip(hypotheses, references))
-    return {
-        "sacrebleu": round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2),
-        "exact_match": exact / max(len(references), 1),
-        "sentences": len(references),
-    }
+    return corpus_scores(hypotheses, references, tokenized_references, lang)
+
+
+def format_scores(scores):
+    """One line: sacreBLEU, tokenized BLEU when scored, exact match."""
+    parts = [f"sacreBLEU {scores['sacrebleu']}"]
+    if "tokenized_bleu" in scores:
+        parts.append(f"tokenized BLEU {scores['tokenized_bleu']}")
+    parts.append(
+        f"exact match {scores['exact_match']:.4f} on {scores['sentences']} sentences"
+    )
+    return ", ".join(parts)
+
+
+def evaluation_methods(config):
+    """The decoding settings to score the test set with, primary one first.
+
+    `[evaluation] method` is the primary method (its scores are the top-level
+    metrics and the export default); `compare = ["greedy"]` adds others,
+    scored with the same beam size and length penalty.
+    """
+    evaluation = config["evaluation"]
+    primary = _field(config, "evaluation", "method", "greedy", str)
+    others = _field(config, "evaluation", "compare", [], list)
+    methods = [primary] + [m for m in others if m != primary]
+    for method in methods:
+        if method not in ("greedy", "beam"):
+            raise ConfigError(
+                f"{config['source']}: [evaluation] method must be 'greedy' or "
+                f"'beam', got {method!r}"
+            )
+    return [{**evaluation, "method": method} for method in methods]
+
+
+def tokenized_reference(config, data_path, expected_lines):
+    """The pre-tokenized test references named in the config, or None."""
+    from keras_tfm.scoring import read_reference
+
+    name = _field(config, "evaluation", "tokenized_reference", None, str)
+    if not name:
+        return None
+    path = Path(data_path) / Path(name).expanduser()
+    return read_reference(path, expected_lines)
+
+
+def score_test_set(model, src_tok, tgt_tok, config, data_path, tgt, test_src, test_tgt):
+    """Translates the test set with each evaluation method and scores it.
+
+    Returns the metrics of the primary method with a `by_method` table of
+    all of them (each with its decoding time in seconds), and the primary
+    method's translations.
+    """
+    tokenized = tokenized_reference(config, data_path, len(test_tgt))
+    by_method = {}
+    primary_hypotheses = None
+    for evaluation in evaluation_methods(config):
+        translate = make_translator(model, src_tok, tgt_tok, evaluation)
+        started = time.perf_counter()
+        hypotheses = translate(test_src)
+        seconds = time.perf_counter() - started
+        scores = evaluate_translations(hypotheses, test_tgt, tokenized, lang=tgt)
+        scores["decode_seconds"] = round(seconds, 1)
+        by_method[evaluation["method"]] = scores
+        if primary_hypotheses is None:
+            primary_hypotheses = hypotheses
+    primary = next(iter(by_method))
+    metrics = {**by_method[primary], "decoding": primary}
+    if len(by_method) > 1:
+        metrics["by_method"] = by_method
+    return metrics, primary_hypotheses
 
 
 def train(
@@ -240,6 +313,9 @@ def train(
     train_src, train_tgt = read_parallel(data_path, "train", src, tgt)
     valid_src, valid_tgt = read_parallel(data_path, "valid", src, tgt)
     test_src, test_tgt = read_parallel(data_path, "test", src, tgt)
+    # Settings only used after training are checked before it.
+    evaluation_methods(config)
+    tokenized_reference(config, data_path, len(test_tgt))
     src_tok, tgt_tok = prepare_tokenizers(config, run_dir, train_src, train_tgt)
     model_cfg = model_config(config, src_tok.vocab_size, tgt_tok.vocab_size)
     _write_json(run_dir / "transformer_config.json", model_cfg.to_dict())
@@ -288,9 +364,29 @@ def train(
                 str(write_dir / "logs"),
             )
         )
+    time_limit = _field(config, "training", "time_limit_minutes", None, (int, float))
+    if time_limit is not None:
+        if time_limit <= 0:
+            raise ConfigError(
+                f"{config['source']}: [training] time_limit_minutes must be > 0, "
+                f"got {time_limit!r}"
+            )
+        if strategy_name == "multi_worker" or "TF_CONFIG" in os.environ:
+            # Each worker would read its own clock; all must stop together.
+            raise ConfigError(
+                f"{config['source']}: [training] time_limit_minutes is not "
+                "supported with multi-worker training"
+            )
+    average = _field(config, "training", "average_checkpoints", 1, int)
+    if average < 1:
+        raise ConfigError(
+            f"{config['source']}: [training] average_checkpoints must be >= 1, "
+            f"got {average}"
+        )
     callbacks, nan_guard = training.make_callbacks(
         str(write_dir),
         patience=int(settings.get("early_stopping_patience", 0)),
+        time_limit=60.0 * time_limit if time_limit else None,
         extra=extra,
     )
     resumed = training.backup_epoch(write_dir / "backup")
@@ -308,7 +404,7 @@ def train(
         # leaves its size unknown, so Keras' warnings about both are noise.
         warnings.filterwarnings("ignore", message=".*shuffle=True.*")
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
-        model.fit(
+        history = model.fit(
             train_ds,
             validation_data=valid_ds,
             epochs=total_epochs,
@@ -318,14 +414,28 @@ def train(
     train_seconds = time.perf_counter() - started
     if nan_guard.message:
         raise FloatingPointError(nan_guard.message)
+    last_epoch = history.epoch[-1] + 1 if history.epoch else total_epochs
+    averaged = []
+    if average > 1:
+        first = max(1, last_epoch - average + 1)
+        averaged = [
+            write_dir / "checkpoints" / f"epoch_{epoch:03d}.keras"
+            for epoch in range(first, last_epoch + 1)
+        ]
+        averaged = [path for path in averaged if path.is_file()]
+        training.average_checkpoints(model, averaged)
+        log(f"averaged the weights of epochs {first} to {last_epoch}")
 
-    hypotheses = translate(test_src)
-    metrics = evaluate_translations(hypotheses, test_tgt)
+    metrics, hypotheses = score_test_set(
+        model, src_tok, tgt_tok, config, data_path, tgt, test_src, test_tgt
+    )
     metrics.update(
         train_seconds=round(train_seconds, 1),
-        epochs=total_epochs,
+        # The last epoch trained: fewer than configured after a time limit
+        # or early stopping.
+        epochs=last_epoch,
+        averaged_checkpoints=len(averaged),
         parameters=model.count_params(),
-        decoding=evaluation.get("method", "greedy"),
     )
     if not is_chief:
         return metrics
@@ -341,10 +451,10 @@ def train(
     model.save(run_dir / "model.keras.tmp.keras")
     os.replace(run_dir / "model.keras.tmp.keras", run_dir / "model.keras")
     _write_json(run_dir / "metrics.json", metrics)
-    log(
-        f"test: sacreBLEU {metrics['sacrebleu']}, exact match "
-        f"{metrics['exact_match']:.4f} on {metrics['sentences']} sentences"
-    )
+    for method, scores in metrics.get(
+        "by_method", {metrics["decoding"]: metrics}
+    ).items():
+        log(f"test ({method}): {format_scores(scores)}")
     for source, reference, hypothesis in list(zip(test_src, test_tgt, hypotheses))[:5]:
         log(f"  {source}  ->  {hypothesis}   (reference: {reference})")
     if export:
@@ -353,6 +463,54 @@ def train(
             path = export_model(run_dir, name=config["name"])
             log(f"exported for TF Serving: {path}")
             metrics["export"] = str(path)
+    return metrics
+
+
+def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None):
+    """Scores a finished run's model on its test set again.
+
+    Reads `run_dir/config.json` (the resolved config the run wrote),
+    `run_dir/model.keras` (or the `.keras` file `checkpoint`, e.g. one epoch
+    of `run_dir/checkpoints`) and the run's tokenizers; `overrides`
+    replaces keys of the `[evaluation]` table (e.g. `method`, `beam_size`,
+    `compare`). Returns the same metrics as the end of `train`, without the
+    training fields.
+    """
+    run_dir = Path(run_dir)
+    files = [
+        run_dir / "config.json",
+        Path(checkpoint) if checkpoint else run_dir / "model.keras",
+        run_dir / "tokenizers" / "src.model",
+        run_dir / "tokenizers" / "tgt.model",
+    ]
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise ConfigError(
+            f"{run_dir} is not a finished training run: missing {', '.join(missing)}"
+        )
+    config = json.loads(files[0].read_text(encoding="utf-8"))
+    config["source"] = str(files[0])
+    for section in ("data", "training", "evaluation"):
+        config.setdefault(section, {})
+    if data_dir is not None:
+        config["data"]["data_dir"] = str(data_dir)
+    config["evaluation"].update(
+        {key: value for key, value in (overrides or {}).items() if value is not None}
+    )
+    data_path, src, tgt = prepare_data(config, run_dir)
+
+    import keras
+
+    import keras_tfm.model  # noqa: F401  (registers the layers)
+    from keras_tfm.data import read_parallel
+    from keras_tfm.tokenizer import Tokenizer
+
+    test_src, test_tgt = read_parallel(data_path, "test", src, tgt)
+    model = keras.saving.load_model(files[1], compile=False)
+    src_tok, tgt_tok = Tokenizer.load(files[2]), Tokenizer.load(files[3])
+    metrics, _ = score_test_set(
+        model, src_tok, tgt_tok, config, data_path, tgt, test_src, test_tgt
+    )
     return metrics
 
 

@@ -296,6 +296,39 @@ class ThroughputAndLearningRate(keras.callbacks.Callback):
             )
 
 
+class TimeLimit(keras.callbacks.Callback):
+    """Ends training before an epoch that would overrun a wall-clock budget.
+
+    After each epoch, training stops if the time since `fit` began plus the
+    length of the epoch just finished would exceed `seconds`; the epoch
+    that ends the run is always a whole one, checkpointed as usual.
+
+    Args:
+        seconds: the budget for this `fit` call, validation and callbacks
+            included.
+    """
+
+    def __init__(self, seconds):
+        super().__init__()
+        if not seconds > 0:
+            raise ValueError(f"seconds must be > 0, got {seconds}")
+        self.seconds = float(seconds)
+        self.stopped_after_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self._train_start = time.perf_counter()
+        self.stopped_after_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        if (now - self._train_start) + (now - self._epoch_start) > self.seconds:
+            self.model.stop_training = True
+            self.stopped_after_epoch = epoch + 1
+
+
 class StopOnNaN(keras.callbacks.Callback):
     """Stops training with a clear message when the loss is NaN or infinite."""
 
@@ -356,11 +389,47 @@ def backup_epoch(backup_dir):
         return None
 
 
-def make_callbacks(run_dir, *, patience=None, extra=()):
-    """The standard callback list of a run rooted at `run_dir`."""
+def average_checkpoints(model, paths):
+    """Sets `model`'s weights to the mean of the weights saved in `paths`.
+
+    The paper evaluates its base models with the average of the last 5
+    checkpoints (section 6.1). Each path is a `.keras` file of the same
+    architecture; floating-point weights are averaged in float64 and cast
+    back, any others (e.g. random seed states) are left as `model` has them.
+    """
+    if not paths:
+        raise ValueError("no checkpoints to average")
+    sums = None
+    for path in paths:
+        weights = keras.saving.load_model(path, compile=False).get_weights()
+        if sums is None:
+            sums = [w.astype("float64") for w in weights]
+        else:
+            if len(weights) != len(sums):
+                raise ValueError(f"{path}: not the same model as {paths[0]}")
+            sums = [s + w for s, w in zip(sums, weights)]
+    current = model.get_weights()
+    if len(current) != len(sums):
+        raise ValueError(f"{paths[0]}: not the same model as the one given")
+    model.set_weights(
+        [
+            (total / len(paths)).astype(mine.dtype)
+            if mine.dtype.kind == "f"
+            else mine
+            for total, mine in zip(sums, current)
+        ]
+    )
+
+
+def make_callbacks(run_dir, *, patience=None, time_limit=None, extra=()):
+    """The standard callback list of a run rooted at `run_dir`.
+
+    `time_limit` (seconds) adds a `TimeLimit`.
+    """
     nan_guard = StopOnNaN()
     callbacks = [
         nan_guard,
+        *([TimeLimit(time_limit)] if time_limit else []),
         ThroughputAndLearningRate(),
         *extra,
         keras.callbacks.TensorBoard(

@@ -128,9 +128,14 @@ def checkpoint_iterations(run_dir, epoch):
 # ---------------------------------------------------------------- one short run
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    # The paper's checkpoint averaging, over both epochs of this run.
+    config = tmp_path_factory.mktemp("tiny") / "tiny.toml"
+    config.write_text(
+        TINY.read_text().replace("[training]", "[training]\naverage_checkpoints = 2")
+    )
+    run_dir = config.parent / "run"
     result = run_cli(
-        "--config", TINY, "--run-dir", run_dir, "--epochs", 2, "--no-export"
+        "--config", config, "--run-dir", run_dir, "--epochs", 2, "--no-export"
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir, result.stdout
@@ -165,6 +170,16 @@ def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
     # Decode the test set again with the saved model; score with sacrebleu here.
     model = keras.saving.load_model(run_dir / "model.keras", compile=False)
     assert model.count_params() == metrics["parameters"]
+    # The saved model holds the mean of the two epochs' weights.
+    assert metrics["averaged_checkpoints"] == 2
+    assert "averaged the weights of epochs 1 to 2\n" in stdout
+    epochs = [
+        keras.saving.load_model(path, compile=False).get_weights()
+        for path in sorted((run_dir / "checkpoints").glob("epoch_*.keras"))
+    ]
+    for got, first, second in zip(model.get_weights(), *epochs):
+        np.testing.assert_allclose(got, (first + second) / 2, rtol=1e-6)
+    assert not np.allclose(epochs[0][0], epochs[1][0])
     src_tok = Tokenizer.load(run_dir / "tokenizers" / "src.model")
     tgt_tok = Tokenizer.load(run_dir / "tokenizers" / "tgt.model")
     translate = make_translator(
@@ -177,12 +192,21 @@ def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
     bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
     assert metrics["exact_match"] == pytest.approx(exact)
     assert metrics["sacrebleu"] == pytest.approx(round(bleu, 2))
-    summary = f"test: sacreBLEU {metrics['sacrebleu']}, exact match {exact:.4f}"
+    bleu_text = metrics["sacrebleu"]
+    summary = f"test (greedy): sacreBLEU {bleu_text}, exact match {exact:.4f}"
     assert f"{summary} on 30 sentences\n" in stdout
     for source, hypothesis, reference in list(zip(sources, hypotheses, references))[:5]:
         assert f"  {source}  ->  {hypothesis}   (reference: {reference})" in stdout
 
-    # The last sample table was written with these same final weights.
+    # The last sample table was written with the last epoch's weights.
+    translate = make_translator(
+        keras.saving.load_model(
+            run_dir / "checkpoints" / "epoch_002.keras", compile=False
+        ),
+        src_tok,
+        tgt_tok,
+        load_config(TINY)["evaluation"],
+    )
     import tensorflow as tf
     from tensorboard.backend.event_processing import event_accumulator
 
@@ -205,6 +229,93 @@ def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
         ["| source | reference | translation |", "|---|---|---|", *rows]
     )
     assert tf.make_ndarray(samples[-1].tensor_proto).item().decode() == expected
+
+
+def evaluate_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "keras_tfm.cli", "evaluate", *map(str, args)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_path):
+    from keras_tfm.scoring import moses_tokenize
+
+    run_dir, _ = tiny_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    references = (run_dir / "data" / "test.en").read_text("utf-8").splitlines()
+    tokenized = tmp_path / "test.tok.en"
+    tokenized.write_text("\n".join(moses_tokenize(references, "en")) + "\n", "utf-8")
+    result = evaluate_cli(
+        run_dir, "--compare", "beam", "--beam-size", 1,
+        "--tokenized-reference", tokenized,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads(result.stdout)
+    # The run's own method first: the saved model decodes the test set to the
+    # same translations as at the end of training.
+    assert evaluated["decoding"] == "greedy"
+    for key in ("sacrebleu", "exact_match", "sentences"):
+        assert evaluated[key] == metrics[key]
+    # Beam search with one beam is greedy search by another code path.
+    beam = evaluated["by_method"]["beam"]
+    assert beam["sacrebleu"] == metrics["sacrebleu"]
+    assert beam["exact_match"] == metrics["exact_match"]
+    assert beam["tokenized_bleu"] == evaluated["tokenized_bleu"]
+    # Tokenized BLEU of the greedy translations, by an independent BLEU.
+    import keras
+    from test_scoring import reference_bleu
+
+    import keras_tfm.model  # noqa: F401  (registers the layers)
+    from keras_tfm.run import load_config, make_translator
+    from keras_tfm.tokenizer import Tokenizer
+
+    translate = make_translator(
+        keras.saving.load_model(run_dir / "model.keras", compile=False),
+        Tokenizer.load(run_dir / "tokenizers" / "src.model"),
+        Tokenizer.load(run_dir / "tokenizers" / "tgt.model"),
+        load_config(TINY)["evaluation"],
+    )
+    sources = (run_dir / "data" / "test.de").read_text("utf-8").splitlines()
+    expected = reference_bleu(
+        moses_tokenize(translate(sources), "en"), moses_tokenize(references, "en")
+    )
+    assert evaluated["tokenized_bleu"] == pytest.approx(expected, abs=0.005)
+
+    # --checkpoint scores one epoch's weights instead of the averaged model.
+    import sacrebleu
+
+    last_epoch = run_dir / "checkpoints" / "epoch_002.keras"
+    result = evaluate_cli(run_dir, "--checkpoint", last_epoch)
+    assert result.returncode == 0, result.stderr[-3000:]
+    translate = make_translator(
+        keras.saving.load_model(last_epoch, compile=False),
+        Tokenizer.load(run_dir / "tokenizers" / "src.model"),
+        Tokenizer.load(run_dir / "tokenizers" / "tgt.model"),
+        load_config(TINY)["evaluation"],
+    )
+    bleu = sacrebleu.corpus_bleu(translate(sources), [references]).score
+    assert json.loads(result.stdout)["sacrebleu"] == pytest.approx(round(bleu, 2))
+    lines = our_stderr_lines(result.stderr)
+    assert lines[0].startswith(f"test (greedy): sacreBLEU {metrics['sacrebleu']}, ")
+    assert lines[1].startswith("test (beam): ")
+
+
+def test_evaluate_rejects_a_reference_of_the_wrong_length(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    reference = tmp_path / "short.tok.en"
+    reference.write_text("one line\n", encoding="utf-8")
+    result = evaluate_cli(run_dir, "--tokenized-reference", reference)
+    assert result.returncode == 2
+    assert our_stderr_lines(result.stderr) == [
+        f"keras-tfm: error: {reference}: 1 lines, but the test set has 30"
+    ]
+    result = evaluate_cli(tmp_path / "no_run")
+    assert result.returncode == 2
+    assert "is not a finished training run: missing" in result.stderr
 
 
 # ---------------------------------------------------------------- TensorBoard
@@ -561,6 +672,18 @@ CONFIG_CASES = {
     "wrong_type": (
         config_with("epochs = 4", 'epochs = "four"'),
         "{path}: [training] epochs must be int, got 'four'",
+    ),
+    "time_limit": (
+        config_with("epochs = 4", "epochs = 4\ntime_limit_minutes = -1"),
+        "{path}: [training] time_limit_minutes must be > 0, got -1",
+    ),
+    "time_limit_type": (
+        config_with("epochs = 4", "epochs = 4\ntime_limit_minutes = true"),
+        "{path}: [training] time_limit_minutes must be int or float, got True",
+    ),
+    "evaluation_method": (
+        config_with('method = "greedy"', 'method = "greedy"\ncompare = ["topk"]'),
+        "{path}: [evaluation] method must be 'greedy' or 'beam', got 'topk'",
     ),
     "malformed": (
         config_with("d_model = 32", "d_model = = 32"),

@@ -252,6 +252,70 @@ def test_tokens_per_second_is_left_out_for_a_single_step_epoch():
     )
 
 
+@pytest.mark.parametrize(
+    "epoch_seconds, budget, expected_epochs",
+    [
+        # After epoch k, 10k s have passed and one more epoch would end at
+        # 10(k + 1): 4 epochs fit in 45 s (a 5th would end at 50).
+        ([10] * 9, 45, 4),
+        ([10] * 9, 50, 5),  # ending exactly on the budget is allowed
+        ([10] * 9, 1000, 9),  # never reached: all epochs run
+        # A slow first epoch (tracing), then fast ones: 30 + 6 * 5 = 60.
+        ([30, 5, 5, 5, 5, 5, 5, 5, 5], 60, 7),
+        # Judged by the epoch just finished: 30 s passed, 20 more would be 50.
+        ([5, 5, 20, 5, 5, 5, 5, 5, 5], 34, 3),
+    ],
+)
+def test_time_limit_stops_before_an_epoch_that_would_overrun(
+    monkeypatch, epoch_seconds, budget, expected_epochs
+):
+    """A fake clock advanced by each epoch's duration: the stop is exact."""
+    now = [0.0]
+    monkeypatch.setattr(
+        training, "time", type("Clock", (), {"perf_counter": lambda: now[0]})
+    )
+    durations = iter(epoch_seconds)
+
+    class EpochTakes(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            now[0] += next(durations)
+
+    limit = training.TimeLimit(budget)
+    x, y = copy_task(rows=8)
+    model = compiled(small_model())
+    history = model.fit(
+        x, y, batch_size=8, epochs=9, verbose=0, callbacks=[EpochTakes(), limit]
+    )
+    assert len(history.epoch) == expected_epochs
+    expected_stop = expected_epochs if expected_epochs < 9 else None
+    assert limit.stopped_after_epoch == expected_stop
+    with pytest.raises(ValueError, match="seconds must be > 0"):
+        training.TimeLimit(0)
+
+
+def test_average_checkpoints_is_the_mean_of_the_saved_weights(tmp_path):
+    model = small_model()
+    model.build((None, None))
+    rng = np.random.default_rng(0)
+    saved = []
+    for index in range(3):
+        weights = [
+            rng.normal(size=w.shape).astype(w.dtype) for w in model.get_weights()
+        ]
+        model.set_weights(weights)
+        model.save(tmp_path / f"epoch_{index}.keras")
+        saved.append(weights)
+    target = small_model()
+    target.build((None, None))
+    training.average_checkpoints(
+        target, [tmp_path / f"epoch_{i}.keras" for i in (1, 2)]
+    )
+    for got, first, second in zip(target.get_weights(), saved[1], saved[2]):
+        np.testing.assert_allclose(got, (first + second) / 2, rtol=1e-6)
+    with pytest.raises(ValueError, match="no checkpoints"):
+        training.average_checkpoints(target, [])
+
+
 def test_stop_on_nan_stops_at_the_first_bad_step(capsys):
     x, y = copy_task()
     model = compiled(small_model())
@@ -336,6 +400,9 @@ def test_make_callbacks_order_and_paths(tmp_path):
     assert callbacks[5].patience == 3 and callbacks[5].restore_best_weights
     callbacks, _ = training.make_callbacks(str(tmp_path), patience=0)
     assert "EarlyStopping" not in [type(c).__name__ for c in callbacks]
+    callbacks, _ = training.make_callbacks(str(tmp_path), time_limit=60.0)
+    assert type(callbacks[1]).__name__ == "TimeLimit"
+    assert callbacks[1].seconds == 60.0
 
 
 def test_sample_translations_writes_a_markdown_table(tmp_path):
