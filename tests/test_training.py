@@ -260,10 +260,12 @@ def test_tokens_per_second_is_left_out_for_a_single_step_epoch():
         ([10] * 9, 45, 4),
         ([10] * 9, 50, 5),  # ending exactly on the budget is allowed
         ([10] * 9, 1000, 9),  # never reached: all epochs run
-        # A slow first epoch (tracing), then fast ones: 30 + 6 * 5 = 60.
-        ([30, 5, 5, 5, 5, 5, 5, 5, 5], 60, 7),
-        # Judged by the epoch just finished: 30 s passed, 20 more would be 50.
-        ([5, 5, 20, 5, 5, 5, 5, 5, 5], 34, 3),
+        # Judged by the slowest epoch so far: after a 30 s first epoch
+        # (tracing), 55 + 30 > 80 after epoch 6, though a 5 s epoch would fit.
+        ([30, 5, 5, 5, 5, 5, 5, 5, 5], 80, 6),
+        # The same for a slow epoch later on: 30 s passed, 20 more would be 50.
+        ([5, 5, 20, 5, 5, 5, 5, 5, 5], 49, 3),
+        ([5, 5, 20, 5, 5, 5, 5, 5, 5], 50, 4),
     ],
 )
 def test_time_limit_stops_before_an_epoch_that_would_overrun(
