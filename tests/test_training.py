@@ -455,3 +455,21 @@ def test_default_config_is_the_packaged_numbers_toml():
     assert config["data"]["task"] == "numbers" and config["model"]["d_model"] == 128
     from_file = load_config(ROOT / "training" / "configs" / "numbers.toml")
     assert {k: v for k, v in from_file.items() if k != "source"} == expected
+
+
+def test_multi30k_config_builds_the_reported_model_under_10m_parameters():
+    from keras_tfm.model import build_transformer
+    from keras_tfm.run import evaluation_methods, model_config
+
+    config = load_config(ROOT / "training" / "configs" / "multi30k_de_en.toml")
+    vocab = config["tokenizer"]["src_vocab_size"]
+    assert config["tokenizer"]["shared"] and vocab == 8000
+    model = build_transformer(model_config(config, vocab, vocab))
+    # The figure in benchmarks/RESULTS.md; the bound is 10M.
+    assert model.count_params() == 7_577_600 < 10_000_000
+    # One embedding matrix serves both sides and the output projection.
+    d_model = config["model"]["d_model"]
+    embeddings = [w for w in model.weights if tuple(w.shape) == (vocab, d_model)]
+    assert len(embeddings) == 1
+    assert [e["method"] for e in evaluation_methods(config)] == ["beam", "greedy"]
+    assert config["training"]["time_limit_minutes"] < 45
