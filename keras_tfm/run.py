@@ -174,10 +174,12 @@ def make_translator(model, src_tokenizer, tgt_tokenizer, evaluation):
             ids = src_tokenizer.tokenize(tf.constant(chunk))[:, :source_limit]
             end = tf.fill([ids.nrows(), 1], src_tokenizer.end_id)
             ids = tf.concat([ids, tf.RaggedTensor.from_tensor(end)], axis=1)
-            # Pad to a few fixed shapes (the full batch, lengths rounded up to
-            # 16): each new shape retraces and recompiles the decoder.
+            # Pad to a few fixed shapes (rows to a power of two up to the batch
+            # size, lengths up to a multiple of 16): each new shape retraces
+            # and recompiles the decoder.
+            rows = min(batch_size, 1 << (len(chunk) - 1).bit_length())
             length = min(-(-int(ids.bounding_shape()[1]) // 16) * 16, source_limit + 1)
-            ids = ids.to_tensor(shape=[batch_size, length])
+            ids = ids.to_tensor(shape=[rows, length])
             tokens, _ = generate_fn(ids)
             tokens = tf.convert_to_tensor(tokens)[: len(chunk)]
             text = tgt_tokenizer.detokenize(tokens)
