@@ -25,7 +25,7 @@ def _train(args):
 def _evaluate(args):
     import json
 
-    from keras_tfm.run import evaluate_run, format_scores
+    from keras_tfm.run import evaluate_run, score_lines
 
     compare = args.compare.split(",") if args.compare else None
     metrics = evaluate_run(
@@ -41,10 +41,8 @@ def _evaluate(args):
             "tokenized_reference": args.tokenized_reference,
         },
     )
-    for method, scores in metrics.get(
-        "by_method", {metrics["decoding"]: metrics}
-    ).items():
-        print(f"test ({method}): {format_scores(scores)}", file=sys.stderr)
+    for line in score_lines(metrics):
+        print(line, file=sys.stderr)
     print(json.dumps(metrics, indent=2))
     return 0
 

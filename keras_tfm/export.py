@@ -509,17 +509,10 @@ def export_run(run_dir, name, version=None, base_dir="saved_models", **decoding)
         ExportError: when the run directory lacks a file, or as
             `export_saved_model`.
     """
+    from keras_tfm.run import finished_run_files
+
     run_dir = Path(run_dir)
-    files = [
-        run_dir / "model.keras",
-        run_dir / "tokenizers" / "src.model",
-        run_dir / "tokenizers" / "tgt.model",
-    ]
-    missing = [str(path) for path in files if not path.is_file()]
-    if missing:
-        raise ExportError(
-            f"{run_dir} is not a finished training run: missing {', '.join(missing)}"
-        )
+    files = finished_run_files(run_dir, error=ExportError)
     settings = _read_run_settings(run_dir)
     settings.update(
         {key: value for key, value in decoding.items() if value is not None}

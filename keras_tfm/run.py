@@ -189,21 +189,20 @@ def make_translator(model, src_tokenizer, tgt_tokenizer, evaluation):
     return translate
 
 
-def evaluate_translations(hypotheses, references, tokenized_references=None, lang="en"):
-    from keras_tfm.scoring import corpus_scores
-
-    return corpus_scores(hypotheses, references, tokenized_references, lang)
-
-
-def format_scores(scores):
-    """One line: sacreBLEU, tokenized BLEU when scored, exact match."""
-    parts = [f"sacreBLEU {scores['sacrebleu']}"]
-    if "tokenized_bleu" in scores:
-        parts.append(f"tokenized BLEU {scores['tokenized_bleu']}")
-    parts.append(
-        f"exact match {scores['exact_match']:.4f} on {scores['sentences']} sentences"
-    )
-    return ", ".join(parts)
+def score_lines(metrics):
+    """One summary line per decoding method of `score_test_set`'s metrics."""
+    by_method = metrics.get("by_method", {metrics["decoding"]: metrics})
+    lines = []
+    for method, scores in by_method.items():
+        parts = [f"sacreBLEU {scores['sacrebleu']}"]
+        if "tokenized_bleu" in scores:
+            parts.append(f"tokenized BLEU {scores['tokenized_bleu']}")
+        parts.append(
+            f"exact match {scores['exact_match']:.4f} on "
+            f"{scores['sentences']} sentences"
+        )
+        lines.append(f"test ({method}): " + ", ".join(parts))
+    return lines
 
 
 def evaluation_methods(config):
@@ -237,14 +236,16 @@ def tokenized_reference(config, data_path, expected_lines):
     return read_reference(path, expected_lines)
 
 
-def score_test_set(model, src_tok, tgt_tok, config, data_path, tgt, test_src, test_tgt):
+def score_test_set(model, src_tok, tgt_tok, config, tgt, test_src, test_tgt, tokenized):
     """Translates the test set with each evaluation method and scores it.
 
+    `tokenized` is `tokenized_reference`'s result (None: no tokenized BLEU).
     Returns the metrics of the primary method with a `by_method` table of
     all of them (each with its decoding time in seconds), and the primary
     method's translations.
     """
-    tokenized = tokenized_reference(config, data_path, len(test_tgt))
+    from keras_tfm.scoring import corpus_scores
+
     by_method = {}
     primary_hypotheses = None
     for evaluation in evaluation_methods(config):
@@ -252,7 +253,7 @@ def score_test_set(model, src_tok, tgt_tok, config, data_path, tgt, test_src, te
         started = time.perf_counter()
         hypotheses = translate(test_src)
         seconds = time.perf_counter() - started
-        scores = evaluate_translations(hypotheses, test_tgt, tokenized, lang=tgt)
+        scores = corpus_scores(hypotheses, test_tgt, tokenized, lang=tgt)
         scores["decode_seconds"] = round(seconds, 1)
         by_method[evaluation["method"]] = scores
         if primary_hypotheses is None:
@@ -317,7 +318,7 @@ def train(
     test_src, test_tgt = read_parallel(data_path, "test", src, tgt)
     # Settings only used after training are checked before it.
     evaluation_methods(config)
-    tokenized_reference(config, data_path, len(test_tgt))
+    tokenized = tokenized_reference(config, data_path, len(test_tgt))
     src_tok, tgt_tok = prepare_tokenizers(config, run_dir, train_src, train_tgt)
     model_cfg = model_config(config, src_tok.vocab_size, tgt_tok.vocab_size)
     _write_json(run_dir / "transformer_config.json", model_cfg.to_dict())
@@ -429,7 +430,7 @@ def train(
         log(f"averaged the weights of epochs {first} to {last_epoch}")
 
     metrics, hypotheses = score_test_set(
-        model, src_tok, tgt_tok, config, data_path, tgt, test_src, test_tgt
+        model, src_tok, tgt_tok, config, tgt, test_src, test_tgt, tokenized
     )
     metrics.update(
         train_seconds=round(train_seconds, 1),
@@ -453,10 +454,8 @@ def train(
     model.save(run_dir / "model.keras.tmp.keras")
     os.replace(run_dir / "model.keras.tmp.keras", run_dir / "model.keras")
     _write_json(run_dir / "metrics.json", metrics)
-    for method, scores in metrics.get(
-        "by_method", {metrics["decoding"]: metrics}
-    ).items():
-        log(f"test ({method}): {format_scores(scores)}")
+    for line in score_lines(metrics):
+        log(line)
     for source, reference, hypothesis in list(zip(test_src, test_tgt, hypotheses))[:5]:
         log(f"  {source}  ->  {hypothesis}   (reference: {reference})")
     if export:
@@ -466,6 +465,27 @@ def train(
             log(f"exported for TF Serving: {path}")
             metrics["export"] = str(path)
     return metrics
+
+
+def finished_run_files(run_dir, model=None, extra=(), error=ConfigError):
+    """`[*extra, model, src tokenizer, tgt tokenizer]` of a finished run.
+
+    `model` replaces `run_dir/model.keras`. Raises `error` naming every
+    missing file.
+    """
+    run_dir = Path(run_dir)
+    files = [
+        *map(Path, extra),
+        Path(model) if model else run_dir / "model.keras",
+        run_dir / "tokenizers" / "src.model",
+        run_dir / "tokenizers" / "tgt.model",
+    ]
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise error(
+            f"{run_dir} is not a finished training run: missing {', '.join(missing)}"
+        )
+    return files
 
 
 def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None):
@@ -479,17 +499,9 @@ def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None):
     training fields.
     """
     run_dir = Path(run_dir)
-    files = [
-        run_dir / "config.json",
-        Path(checkpoint) if checkpoint else run_dir / "model.keras",
-        run_dir / "tokenizers" / "src.model",
-        run_dir / "tokenizers" / "tgt.model",
-    ]
-    missing = [str(path) for path in files if not path.is_file()]
-    if missing:
-        raise ConfigError(
-            f"{run_dir} is not a finished training run: missing {', '.join(missing)}"
-        )
+    files = finished_run_files(
+        run_dir, model=checkpoint, extra=[run_dir / "config.json"]
+    )
     config = json.loads(files[0].read_text(encoding="utf-8"))
     config["source"] = str(files[0])
     for section in ("data", "training", "evaluation"):
@@ -508,10 +520,11 @@ def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None):
     from keras_tfm.tokenizer import Tokenizer
 
     test_src, test_tgt = read_parallel(data_path, "test", src, tgt)
+    tokenized = tokenized_reference(config, data_path, len(test_tgt))
     model = keras.saving.load_model(files[1], compile=False)
     src_tok, tgt_tok = Tokenizer.load(files[2]), Tokenizer.load(files[3])
     metrics, _ = score_test_set(
-        model, src_tok, tgt_tok, config, data_path, tgt, test_src, test_tgt
+        model, src_tok, tgt_tok, config, tgt, test_src, test_tgt, tokenized
     )
     return metrics
 
