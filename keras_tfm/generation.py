@@ -14,7 +14,8 @@ Incremental decoding (`use_cache=True`, the default):
 * the self-attention keys and values live in a cache preallocated for
   `max_length` positions; each loop iteration feeds one token per sequence
   through the decoder, which writes its keys and values at the current
-  index (`slice_update`) and attends over the cache with a causal mask;
+  index (`layers.multi_head_attention.write_cache`, a scatter) and attends
+  over the cache with a causal mask;
 * beam search reorders the self-attention cache along the batch axis with
   the parent-beam indices after every step. The cross-attention cache is
   identical for all beams of one example and is never reordered.
@@ -32,56 +33,42 @@ TensorFlow runs the loop op by op (slow: compile it), and eager JAX
 compiles the loop body at every call (seconds): for repeated calls use
 `make_generate_fn`, which compiles once per input shape.
 
-Token id 0 is padding: it is never generated (its logit is excluded from
+The padding id (`PADDING_ID`, 0) is never generated (its logit is excluded from
 the argmax, the sampling distribution and the beam candidates), so the
 0-padding after the end token is unambiguous and a teacher-forced pass of
 the model over the output sees exactly the tokens the decoder saw.
 
 Example:
 >>> model = build_transformer(config)
->>> tokens, scores = generate(model, source_ids, max_length=64,
-...                           start_id=1, end_id=2, method="beam")
+>>> tokens, scores = generate(model, source_ids, start_id=2, end_id=3)
+>>> tokens, scores = generate(model, source_ids, start_id=2, end_id=3,
+...                           method="greedy", max_length=64)
 """
 
 import keras
 from keras import ops
 
+from keras_tfm.beam_search import beam_search, length_penalty
+from keras_tfm.config import DecodingOptions, FieldError, check_int
+from keras_tfm.layers.token_embedding import PADDING_ID
 from keras_tfm.model import transformer_parts
+from keras_tfm.token_buffers import exclude_padding, start_buffer, write_column
 
 __all__ = ["generate", "length_penalty", "make_generate_fn"]
 
-# A large finite negative rather than -inf: sums and differences of it stay
-# finite, and it still loses against any real log-probability.
-NEG_INF = -1.0e9
-
-_METHODS = {
-    "greedy": "greedy",
-    "sample": "sample",
-    "sampling": "sample",
-    "beam": "beam",
-    "beam_search": "beam",
-}
-
-
-def length_penalty(length, alpha):
-    """GNMT length penalty `((5 + length) / 6) ** alpha` (Wu et al., 2016).
-
-    `length` may be a Python number or a tensor; the result is float32.
-    """
-    length = ops.cast(length, "float32")
-    return ops.power((5.0 + length) / 6.0, float(alpha))
+_DEFAULTS = DecodingOptions()
 
 
 def generate(
     model,
     source_ids,
     *,
-    max_length,
     start_id,
     end_id,
-    method="greedy",
-    beam_size=4,
-    length_penalty=0.6,
+    max_length=_DEFAULTS.max_length,
+    method=_DEFAULTS.method,
+    beam_size=_DEFAULTS.beam_size,
+    length_penalty=_DEFAULTS.length_penalty,
     temperature=1.0,
     top_k=None,
     top_p=None,
@@ -94,15 +81,15 @@ def generate(
         model: a `keras_tfm.build_transformer` model (its layers are found
             with `keras_tfm.transformer_parts`).
         source_ids: int tensor `(batch, source_length)`, 0 = padding.
-        max_length: the most tokens to generate per sequence (Python int,
-            at most the model's `max_length`). The end token counts.
         start_id: the token that starts every decoder input (not returned).
         end_id: the end-of-sequence token; decoding of a sequence stops
             after it, and it is included in the output.
-        method: "greedy", "sample" or "beam".
-        beam_size: beams per example for "beam".
-        length_penalty: alpha of the GNMT length penalty for "beam"
-            (0 ranks by the raw log-probability).
+        max_length, method, beam_size, length_penalty: as
+            `keras_tfm.config.DecodingOptions`, with its defaults (the
+            paper's beam search: 4 beams, length penalty 0.6, up to the
+            model's `max_length` tokens). `method` is "beam", "greedy" or
+            "sample"; `max_length` is the most tokens generated per
+            sequence, end token included, at most the model's.
         temperature: > 0; divides the logits before sampling.
         top_k: sample only among the k most likely tokens.
         top_p: sample only from the nucleus: the smallest set of most likely
@@ -153,43 +140,40 @@ def generate(
     Decoding stops when every sequence has ended (or every beam search
     example is done) or after `max_length` tokens.
     """
-    method = _METHODS.get(method)
-    if method is None:
-        raise ValueError(
-            f"generate: unknown method; choose from {sorted(set(_METHODS))}"
-        )
     parts = transformer_parts(model)
     source_embedding, target_embedding, encoder, decoder, project = parts
     vocab_size = getattr(project, "vocab_size", None) or target_embedding.vocab_size
-    max_length = _check_int("max_length", max_length, 1)
-    if max_length > decoder.max_length:
-        raise ValueError(
-            f"generate: max_length={max_length} exceeds the model's "
-            f"max_length={decoder.max_length}"
-        )
-    for name, value in (("start_id", start_id), ("end_id", end_id)):
-        _check_int(name, value, 1)
-        if value >= vocab_size:
-            raise ValueError(
-                f"generate: {name}={value} is outside the target vocabulary "
-                f"of size {vocab_size}"
-            )
-    beam_size = _check_int("beam_size", beam_size, 1) if method == "beam" else 1
-    if method == "beam" and length_penalty < 0:
-        raise ValueError(f"generate: length_penalty must be >= 0, got {length_penalty}")
-    if method == "sample":
-        if not temperature > 0:
-            raise ValueError(f"generate: temperature must be > 0, got {temperature}")
-        if top_k is not None:
-            top_k = min(_check_int("top_k", top_k, 1), vocab_size)
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}")
+    try:
+        options = DecodingOptions(
+            method, beam_size, length_penalty, max_length
+        ).for_model(decoder.max_length)
+        for name, value in (("start_id", start_id), ("end_id", end_id)):
+            check_int("generate", name, value, 1)
+            if value >= vocab_size:
+                raise FieldError(
+                    "generate",
+                    name,
+                    f"={value} is outside the target vocabulary of size {vocab_size}",
+                )
+        if options.method == "sample":
+            if not temperature > 0:
+                raise FieldError(
+                    "generate", "temperature", f"must be > 0, got {temperature}"
+                )
+            if top_k is not None:
+                top_k = min(check_int("generate", "top_k", top_k, 1), vocab_size)
+            if top_p is not None and not 0 < top_p <= 1:
+                raise FieldError("generate", "top_p", f"must be in (0, 1], got {top_p}")
+    except FieldError as error:
+        raise ValueError(f"generate: {error.field} {error.problem}") from None
+    method, max_length = options.method, options.max_length
+    beam_size = options.beam_size if method == "beam" else 1
 
     source_ids = ops.cast(source_ids, "int32")
     batch_size = ops.shape(source_ids)[0]
-    step, state = _decoder_step(parts, source_ids, max_length, use_cache, beam_size)
+    step, state = decoder_step(parts, source_ids, max_length, use_cache, beam_size)
     if method == "beam":
-        return _beam_search(
+        return beam_search(
             step,
             state,
             batch_size,
@@ -198,7 +182,7 @@ def generate(
             end_id,
             vocab_size,
             beam_size,
-            length_penalty,
+            options.length_penalty,
         )
     if method == "greedy":
         choose = _greedy_choice
@@ -223,7 +207,7 @@ def make_generate_fn(model, **generate_kwargs):
     an int seed gives the same samples at every call.
     """
     kwargs = dict(generate_kwargs)
-    if _METHODS.get(kwargs.get("method", "greedy")) == "sample":
+    if kwargs.get("method") in ("sample", "sampling"):
         if kwargs.get("seed") is None:
             kwargs["seed"] = keras.random.SeedGenerator()
     backend = keras.config.backend()
@@ -267,13 +251,7 @@ def make_generate_fn(model, **generate_kwargs):
     return call
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"generate: {name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _decoder_step(parts, source_ids, max_length, use_cache, repeat):
+def decoder_step(parts, source_ids, max_length, use_cache, repeat):
     """Runs the encoder once; returns `(step, initial_state)`.
 
     `step(sequences, t, state) -> (logits, state)` gives float32 logits
@@ -286,7 +264,7 @@ def _decoder_step(parts, source_ids, max_length, use_cache, repeat):
     already repeated for the beams.
     """
     source_embedding, target_embedding, encoder, decoder, project = parts
-    source_mask = ops.not_equal(source_ids, 0)
+    source_mask = ops.not_equal(source_ids, PADDING_ID)
     memory = encoder(source_embedding(source_ids), mask=source_mask, training=False)
     if repeat > 1:
         source_mask = ops.repeat(source_mask, repeat, axis=0)
@@ -323,7 +301,7 @@ def _decoder_step(parts, source_ids, max_length, use_cache, repeat):
         hidden = decoder(
             target_embedding(prefix),
             memory,
-            decoder_sequence_mask=ops.not_equal(prefix, 0),
+            decoder_sequence_mask=ops.not_equal(prefix, PADDING_ID),
             encoder_sequence_mask=source_mask,
             training=False,
         )
@@ -334,26 +312,8 @@ def _decoder_step(parts, source_ids, max_length, use_cache, repeat):
     return step, ()
 
 
-def _start_buffer(batch, max_length, start_id):
-    """int32 `(batch, max_length + 1)`: start_id then zeros."""
-    return ops.concatenate(
-        [
-            ops.full((batch, 1), start_id, dtype="int32"),
-            ops.zeros((batch, max_length), dtype="int32"),
-        ],
-        axis=1,
-    )
-
-
-def _exclude_padding(logits):
-    """Sets the logit of the padding id 0 to NEG_INF."""
-    vocab = ops.shape(logits)[-1]
-    is_pad = ops.equal(ops.arange(vocab, dtype="int32"), 0)
-    return ops.where(is_pad, ops.cast(NEG_INF, logits.dtype), logits)
-
-
 def _greedy_choice(logits, t):
-    return ops.cast(ops.argmax(_exclude_padding(logits), axis=-1), "int32")
+    return ops.cast(ops.argmax(exclude_padding(logits), axis=-1), "int32")
 
 
 def _sampler(uniforms, temperature, top_k, top_p):
@@ -366,7 +326,7 @@ def _sampler(uniforms, temperature, top_k, top_p):
     def choose(logits, t):
         if top_k == 1:
             return _greedy_choice(logits, t)
-        scaled = _exclude_padding(logits / temperature)
+        scaled = exclude_padding(logits / temperature)
         vocab = scaled.shape[-1]
         candidates = None
         if top_k is not None and top_k < vocab:
@@ -410,15 +370,15 @@ def _sequential_search(step, state, choose, batch, max_length, start_id, end_id)
         tokens = choose(logits, t)
         log_probs = ops.log_softmax(logits, axis=-1)
         token_log_probs = ops.take_along_axis(log_probs, tokens[:, None], axis=-1)
-        tokens = ops.where(finished, 0, tokens)
+        tokens = ops.where(finished, PADDING_ID, tokens)
         scores = scores + ops.where(finished, 0.0, token_log_probs[:, 0])
-        sequences = ops.slice_update(sequences, [0, t + 1], tokens[:, None])
+        sequences = write_column(sequences, t + 1, tokens)
         finished = ops.logical_or(finished, ops.equal(tokens, end_id))
         return t + 1, sequences, finished, scores, state
 
     loop_vars = (
         ops.convert_to_tensor(0, dtype="int32"),
-        _start_buffer(batch, max_length, start_id),
+        start_buffer(batch, max_length, start_id),
         ops.zeros((batch,), dtype="bool"),
         ops.zeros((batch,), dtype="float32"),
         state,
@@ -427,108 +387,3 @@ def _sequential_search(step, state, choose, batch, max_length, start_id, end_id)
         cond, body, loop_vars, maximum_iterations=max_length
     )
     return sequences[:, 1:], scores
-
-
-def _gather_beams(values, indices, width):
-    """`values` `(batch, width, ...)`, `indices` `(batch, k)` -> `(batch, k, ...)`."""
-    batch = ops.shape(indices)[0]
-    k = indices.shape[1]
-    offsets = ops.arange(batch, dtype="int32")[:, None] * width
-    flat_indices = ops.reshape(indices + offsets, (-1,))
-    trailing = tuple(values.shape[2:])
-    flat = ops.reshape(values, (-1,) + trailing)
-    return ops.reshape(ops.take(flat, flat_indices, axis=0), (-1, k) + trailing)
-
-
-def _beam_search(
-    step, state, batch, max_length, start_id, end_id, vocab, beam_size, alpha
-):
-    """tensor2tensor-style beam search over `batch * beam_size` rows."""
-    k = beam_size
-    width = max_length + 1
-    # Bound on the normalised score any live beam can still reach.
-    max_penalty = length_penalty(max_length, alpha)
-    neg_inf = ops.convert_to_tensor(NEG_INF, dtype="float32")
-
-    def cond(t, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, state):
-        best_alive_bound = alive_scores[:, 0] / max_penalty
-        worst_finished = ops.min(ops.where(fin_flags, fin_scores, -NEG_INF), axis=1)
-        done = ops.logical_and(
-            ops.any(fin_flags, axis=1),
-            ops.greater(worst_finished, best_alive_bound),
-        )
-        return ops.logical_and(ops.less(t, max_length), ops.logical_not(ops.all(done)))
-
-    def body(t, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, state):
-        flat_seq = ops.reshape(alive_seq, (-1, width))
-        logits, state = step(flat_seq, t, state)
-        log_probs = _exclude_padding(ops.log_softmax(logits, axis=-1))
-        candidates = alive_scores[:, :, None] + ops.reshape(log_probs, (-1, k, vocab))
-        top_scores, top_ids = ops.top_k(ops.reshape(candidates, (-1, k * vocab)), 2 * k)
-        top_ids = ops.cast(top_ids, "int32")
-        parents = top_ids // vocab
-        tokens = top_ids % vocab
-        top_seq = _gather_beams(alive_seq, parents, k)  # (batch, 2k, width)
-        top_seq = ops.reshape(top_seq, (-1, width))
-        top_seq = ops.slice_update(top_seq, [0, t + 1], ops.reshape(tokens, (-1, 1)))
-        top_seq = ops.reshape(top_seq, (-1, 2 * k, width))
-        ends = ops.equal(tokens, end_id)
-        # At most k of the 2k candidates end (one per parent): k stay alive.
-        alive_rank = ops.where(ends, 2.0 * neg_inf, top_scores)
-        alive_scores, alive_positions = ops.top_k(alive_rank, k)
-        alive_positions = ops.cast(alive_positions, "int32")
-        alive_seq = _gather_beams(top_seq, alive_positions, 2 * k)
-        if state:
-            alive_parents = ops.take_along_axis(parents, alive_positions, axis=1)
-            rows = ops.reshape(
-                alive_parents
-                + ops.arange(ops.shape(parents)[0], dtype="int32")[:, None] * k,
-                (-1,),
-            )
-            state = keras.tree.map_structure(
-                lambda cache: ops.take(cache, rows, axis=0), state
-            )
-
-        # Finished: end candidates ranked within the first k (those a width-k
-        # beam holds, as in fairseq; with k = 1 this is greedy search), and
-        # not the NEG_INF filler that tiny vocabularies produce at step 0.
-        in_beam = ops.less(ops.arange(2 * k, dtype="int32"), k)[None]
-        ends = ops.logical_and(ends, in_beam)
-        ends = ops.logical_and(ends, ops.greater(top_scores, 0.5 * NEG_INF))
-        normalized = top_scores / length_penalty(t + 1, alpha)
-        merged_scores = ops.concatenate(
-            [fin_scores, ops.where(ends, normalized, neg_inf)], axis=1
-        )
-        merged_flags = ops.concatenate([fin_flags, ends], axis=1)
-        merged_seq = ops.concatenate([fin_seq, top_seq], axis=1)
-        fin_scores, positions = ops.top_k(merged_scores, k)
-        positions = ops.cast(positions, "int32")
-        fin_flags = ops.take_along_axis(merged_flags, positions, axis=1)
-        fin_seq = _gather_beams(merged_seq, positions, 3 * k)
-        return t + 1, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, state
-
-    start = ops.reshape(_start_buffer(batch, max_length, start_id), (-1, 1, width))
-    # All beams start identical: only the first one may expand at step 0.
-    first = ops.concatenate(
-        [ops.zeros((1,), "float32"), ops.full((k - 1,), NEG_INF, "float32")], axis=0
-    )
-    loop_vars = (
-        ops.convert_to_tensor(0, dtype="int32"),
-        ops.repeat(start, k, axis=1),
-        ops.repeat(first[None], batch, axis=0),
-        ops.repeat(start, k, axis=1),
-        ops.full((batch, k), NEG_INF, "float32"),
-        ops.zeros((batch, k), dtype="bool"),
-        state,
-    )
-    t, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, _ = ops.while_loop(
-        cond, body, loop_vars, maximum_iterations=max_length
-    )
-    any_finished = ops.any(fin_flags, axis=1)
-    tokens = ops.where(any_finished[:, None], fin_seq[:, 0], alive_seq[:, 0])
-    scores = ops.where(
-        any_finished,
-        fin_scores[:, 0],
-        alive_scores[:, 0] / length_penalty(t, alpha),
-    )
-    return tokens[:, 1:], scores

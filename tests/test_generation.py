@@ -85,6 +85,8 @@ def run(model, source, **kwargs):
     kwargs.setdefault("start_id", START)
     kwargs.setdefault("end_id", END)
     kwargs.setdefault("max_length", MAX_LENGTH)
+    # Greedy unless asked otherwise (generate's own default is beam search).
+    kwargs.setdefault("method", "greedy")
     tokens, scores = generate(model, source, **kwargs)
     tokens, scores = to_numpy(tokens), to_numpy(scores)
     assert scores.dtype == np.float32 and scores.shape == (len(source),)
@@ -353,7 +355,7 @@ def test_compiled_sampling(models, greedy_runs):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(method="nope"), "unknown method"),
+        (dict(method="nope"), "method is unknown: 'nope'"),
         (dict(max_length=17), "max_length"),
         (dict(start_id=0), "start_id"),
         (dict(end_id=VOCAB), "end_id"),

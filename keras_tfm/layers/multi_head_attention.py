@@ -17,6 +17,38 @@ def causal_mask(query_length, key_length, query_offset=0):
     return ops.greater_equal(rows, cols)
 
 
+def write_cache(cache, start, keys, values):
+    """`cache` with `keys` and `values` written at positions `start`, ....
+
+    Args:
+        cache: `(batch, 2, cache_length, num_heads, key_dim)`, keys at index 0
+            of axis 1 and values at index 1.
+        start: int or scalar int tensor, the position of the first entry.
+        keys, values: `(batch, length, num_heads, key_dim)`.
+
+    A scatter rather than `keras.ops.slice_update`: Keras' TensorFlow backend
+    writes `slice_update` as the XLA op `XlaDynamicUpdateSlice`, which plain
+    TensorFlow (and so a stock TF Serving graph) can only run by compiling
+    it with XLA. `tensor_scatter_nd_update` is a core op, and XLA compiles it
+    into an in-place update of the loop-carried cache.
+    """
+    batch, length = ops.shape(keys)[0], ops.shape(keys)[1]
+    grid = (batch, 2, length)
+    coordinates = [
+        ops.arange(batch, dtype="int32")[:, None, None],
+        ops.arange(2, dtype="int32")[None, :, None],
+        ops.arange(length, dtype="int32")[None, None, :] + ops.cast(start, "int32"),
+    ]
+    indices = ops.stack([ops.broadcast_to(c, grid) for c in coordinates], axis=-1)
+    updates = ops.stack([keys, values], axis=1)  # (batch, 2, length, heads, dim)
+    trailing = tuple(cache.shape[3:])
+    return ops.scatter_update(
+        cache,
+        ops.reshape(indices, (-1, 3)),
+        ops.cast(ops.reshape(updates, (-1,) + trailing), cache.dtype),
+    )
+
+
 @keras.saving.register_keras_serializable(package="keras_tfm")
 class MultiHeadAttention(keras.layers.Layer):
     """Multi-head attention, section 3.2.2 of the paper.
@@ -233,9 +265,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if reads_from_cache:
             key_heads, value_heads = cache[:, 0], cache[:, 1]
         elif cache is not None:
-            new_entries = ops.stack([key_heads, value_heads], axis=1)
-            start = [0, 0, cache_update_index, 0, 0]
-            cache = ops.slice_update(cache, start, new_entries)
+            cache = write_cache(cache, cache_update_index, key_heads, value_heads)
             key_heads, value_heads = cache[:, 0], cache[:, 1]
             if attention_mask is None:
                 attention_mask = causal_mask(

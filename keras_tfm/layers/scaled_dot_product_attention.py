@@ -5,10 +5,11 @@ import math
 import keras
 from keras import ops, random
 
-
-def _mask_fill_value(dtype):
-    # A large finite negative: exp() underflows to 0 without inf - inf = NaN.
-    return -3.0e4 if "float16" in str(dtype) else -1.0e9
+# What masked scores are set to before the softmax (scores are float32 by
+# then), and what decoding uses for "impossible": a large finite negative, so
+# exp() underflows to 0 and sums or differences never give inf - inf = NaN,
+# while it still loses against any real log-probability.
+MASK_FILL_VALUE = -1.0e9
 
 
 def scaled_dot_product_attention(
@@ -94,7 +95,7 @@ def scaled_dot_product_attention(
     scores = ops.einsum("bqhd,bkhd->bhqk", query, key) * ops.cast(scale, query.dtype)
     scores = ops.cast(scores, "float32")
     if mask is not None:
-        scores = ops.where(mask, scores, _mask_fill_value("float32"))
+        scores = ops.where(mask, scores, MASK_FILL_VALUE)
     weights = ops.softmax(scores, axis=-1)
     if mask is not None:
         row_valid = ops.any(mask, axis=-1, keepdims=True)

@@ -5,6 +5,11 @@ import math
 import keras
 from keras import ops
 
+# The token id that means "no token": batches are padded with it, it is
+# masked everywhere, and decoding never generates it. Tokenizers, losses and
+# metrics all take it from here.
+PADDING_ID = 0
+
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
 class TokenEmbedding(keras.layers.Layer):
@@ -92,7 +97,7 @@ class TokenEmbedding(keras.layers.Layer):
             inputs.dtype
         ):
             return None
-        return ops.not_equal(inputs, 0)
+        return ops.not_equal(inputs, PADDING_ID)
 
     def compute_output_shape(self, input_shape, reverse=False):
         if reverse:
