@@ -30,16 +30,15 @@ import numpy as np  # noqa: E402
 
 import keras_tfm  # noqa: E402
 from keras_tfm.generation import make_generate_fn  # noqa: E402
-from keras_tfm.run import load_config, model_config  # noqa: E402
+from keras_tfm.run_config import load_run_config  # noqa: E402
 
 START_ID, END_ID = 2, 3
 
 
 def default_model(name, vocab_size, max_length):
     if name == "numbers":
-        config = load_config(None)
-        config["model"]["max_length"] = max_length
-        model_cfg = model_config(config, vocab_size, vocab_size)
+        config = load_run_config(None).updated({"model.max_length": max_length})
+        model_cfg = config.model.transformer_config(vocab_size, vocab_size)
     else:
         model_cfg = keras_tfm.TransformerConfig(
             src_vocab_size=vocab_size,

@@ -6,17 +6,26 @@ import sys
 
 
 def _train(args):
-    from keras_tfm.run import load_config, train
+    from keras_tfm.run_config import load_run_config
 
-    config = load_config(args.config)
+    config = load_run_config(
+        args.config,
+        overrides={
+            "data.data_dir": ("--data-dir", args.data_dir),
+            "data.src": ("--src", args.src),
+            "data.tgt": ("--tgt", args.tgt),
+            "training.epochs": ("--epochs", args.epochs),
+        },
+    )
+    if args.print_config:
+        sys.stdout.write(config.to_toml())
+        return 0
+    from keras_tfm.run import train
+
     train(
         config,
         run_dir=args.run_dir,
-        epochs=args.epochs,
         strategy_name=args.strategy,
-        data_dir=args.data_dir,
-        src=args.src,
-        tgt=args.tgt,
         export=not args.no_export,
     )
     return 0
@@ -25,7 +34,8 @@ def _train(args):
 def _evaluate(args):
     import json
 
-    from keras_tfm.run import evaluate_run, score_lines
+    from keras_tfm.evaluation import score_lines
+    from keras_tfm.finished_run import evaluate_run
 
     compare = args.compare.split(",") if args.compare else None
     metrics = evaluate_run(
@@ -48,7 +58,7 @@ def _evaluate(args):
 
 
 def _export(args):
-    from keras_tfm.export import export_run
+    from keras_tfm.finished_run import export_run
 
     path = export_run(
         args.run_dir,
@@ -67,7 +77,7 @@ def _export(args):
 def _translate(args):
     # Only TensorFlow and TensorFlow Text: the SavedModel holds the whole
     # pipeline, no Keras model is rebuilt.
-    from keras_tfm.export import find_saved_model
+    from keras_tfm.model_versions import find_saved_model
 
     path = find_saved_model(args.model)
     if args.batch_size < 1:
@@ -112,8 +122,9 @@ def _user_errors():
     errors = [_UsageError]
     for module, name in (
         ("keras_tfm.data", "DataError"),
-        ("keras_tfm.run", "ConfigError"),
-        ("keras_tfm.export", "ExportError"),
+        ("keras_tfm.run_config", "ConfigError"),
+        ("keras_tfm.run_dir", "RunDirectoryError"),
+        ("keras_tfm.model_versions", "ExportError"),
     ):
         if module in sys.modules:
             errors.append(getattr(sys.modules[module], name))
@@ -121,6 +132,9 @@ def _user_errors():
 
 
 def build_parser():
+    from keras_tfm.config import DETERMINISTIC_METHODS, DecodingOptions
+
+    defaults = DecodingOptions()
     parser = argparse.ArgumentParser(prog="keras-tfm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a Transformer with model.fit")
@@ -142,6 +156,11 @@ def build_parser():
     train.add_argument(
         "--no-export", action="store_true", help="skip the SavedModel export"
     )
+    train.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (defaults filled in) as TOML and exit",
+    )
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
@@ -158,7 +177,7 @@ def build_parser():
         "RUN_DIR/checkpoints/epoch_010.keras",
     )
     evaluate.add_argument(
-        "--method", choices=["beam", "greedy"], help="default: the run's"
+        "--method", choices=DETERMINISTIC_METHODS, help="default: the run's"
     )
     evaluate.add_argument(
         "--compare", help="more methods to score, comma-separated, e.g. greedy"
@@ -190,13 +209,24 @@ def build_parser():
     export.add_argument(
         "--base-dir", default="saved_models", help="default: saved_models"
     )
-    export.add_argument("--method", choices=["beam", "greedy"], help="default: beam")
-    export.add_argument("--beam-size", type=int, help="default: 4")
-    export.add_argument("--length-penalty", type=float, help="GNMT alpha, default: 0.6")
+    run_default = "default: the run's [export] setting, else"
+    export.add_argument(
+        "--method",
+        choices=DETERMINISTIC_METHODS,
+        help=f"{run_default} {defaults.method}",
+    )
+    export.add_argument(
+        "--beam-size", type=int, help=f"{run_default} {defaults.beam_size}"
+    )
+    export.add_argument(
+        "--length-penalty",
+        type=float,
+        help=f"GNMT alpha; {run_default} {defaults.length_penalty}",
+    )
     export.add_argument(
         "--max-length",
         type=int,
-        help="most target tokens generated (default: the model's max_length)",
+        help=f"most target tokens generated; {run_default} the model's max_length",
     )
     export.set_defaults(handler=_export)
 

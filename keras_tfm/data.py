@@ -6,6 +6,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from keras_tfm.layers.token_embedding import PADDING_ID
 from keras_tfm.tokenizer import Tokenizer
 
 # Sentences are tokenized this many at a time inside the pipeline.
@@ -149,9 +150,7 @@ def make_dataset(
         ValueError: on inconsistent arguments.
     """
     if len(sources) != len(targets):
-        raise ValueError(
-            f"got {len(sources)} sources but {len(targets)} targets"
-        )
+        raise ValueError(f"got {len(sources)} sources but {len(targets)} targets")
     if (batch_size is None) == (batch_tokens is None):
         raise ValueError("give exactly one of batch_size and batch_tokens")
     if max_length < 2:
@@ -202,7 +201,7 @@ def make_dataset(
         dataset = dataset.repeat()
 
     padded_shapes = ({"source": [None], "target": [None]}, [None])
-    padding_values = ({"source": 0, "target": 0}, 0)
+    padding_values = ({"source": PADDING_ID, "target": PADDING_ID}, PADDING_ID)
     if batch_size is not None:
         dataset = dataset.padded_batch(
             batch_size,

@@ -48,148 +48,50 @@ Versions are integer folder names. A version is written into a hidden
 temporary folder (`.tmp-export-*`, which TF Serving ignores: its file-system
 source only considers children whose names parse as integers) and renamed
 into place atomically, so the server never sees a half-written version; an
-existing version is never overwritten.
+existing version is never overwritten (`keras_tfm.model_versions`).
+
+This module takes a model, its tokenizers and decoding options; exporting a
+training run's directory is `keras_tfm.run.export_run`.
 """
 
-import contextlib
-import ctypes
-import errno
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
+from keras_tfm.config import DecodingOptions, FieldError, check_int
+from keras_tfm.layers.token_embedding import PADDING_ID
+from keras_tfm.model_versions import (
+    ExportError,
+    VersionExistsError,
+    check_version_free,
+    find_saved_model,
+    next_version,
+    rename_no_replace,
+)
+
 __all__ = [
     "ExportError",
     "VersionExistsError",
-    "export_run",
     "export_saved_model",
     "find_saved_model",
     "next_version",
     "saved_model_op_types",
 ]
+_DEFAULTS = DecodingOptions()
 
 SERVING_SIGNATURE = "serving_default"
 IDS_SIGNATURE = "translate_ids"
 METADATA_FILE = "keras_tfm_export.json"
 TEMP_PREFIX = ".tmp-export-"
-_METHODS = ("beam", "greedy")
 # Op types that must never reach a served graph: Python callbacks cannot run
 # in tensorflow_model_server, and XLA ops only run through on-demand XLA
 # compilation (not available for every device of the stock server).
 _FORBIDDEN_OPS = ("PyFunc", "PyFuncStateless", "EagerPyFunc")
-_VERSION_RE = re.compile(r"^[0-9]+$")
-
-
-class ExportError(ValueError):
-    """An export that cannot be done; the message says why."""
-
-
-class VersionExistsError(ExportError, FileExistsError):
-    """The requested model version already exists (it is left untouched)."""
-
-
-# ------------------------------------------------------------------ versions
-def _integer_versions(model_dir):
-    """`{version: path}` of the integer-named folders under `model_dir`."""
-    versions = {}
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return versions
-    for child in model_dir.iterdir():
-        if _VERSION_RE.match(child.name):
-            versions[int(child.name)] = child
-    return versions
-
-
-def next_version(model_dir):
-    """1 + the highest integer version under `model_dir` (1 when none)."""
-    versions = _integer_versions(model_dir)
-    return max(versions, default=0) + 1
-
-
-def _check_version_free(model_dir, version):
-    existing = _integer_versions(model_dir).get(version)
-    if existing is not None:
-        raise VersionExistsError(
-            f"model version {version} already exists at {existing}; it is left "
-            "untouched (omit the version to export the next one)"
-        )
-
-
-def _rename_no_replace(source, target):
-    """Renames the folder `source` to `target`, failing if `target` exists.
-
-    Uses Linux `renameat2(RENAME_NOREPLACE)` so that a concurrent export of
-    the same version cannot be replaced; elsewhere a checked `os.rename`.
-    """
-    source, target = os.fsencode(source), os.fsencode(target)
-    renameat2 = None
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        pass
-    if renameat2 is not None:
-        at_fdcwd, rename_noreplace = -100, 1
-        renameat2.argtypes = [
-            ctypes.c_int,
-            ctypes.c_char_p,
-            ctypes.c_int,
-            ctypes.c_char_p,
-            ctypes.c_uint,
-        ]
-        if renameat2(at_fdcwd, source, at_fdcwd, target, rename_noreplace) == 0:
-            return
-        code = ctypes.get_errno()
-        if code in (errno.EEXIST, errno.ENOTEMPTY):
-            raise FileExistsError(code, os.strerror(code), os.fsdecode(target))
-        if code not in (errno.ENOSYS, errno.EINVAL, errno.EPERM):
-            raise OSError(code, os.strerror(code), os.fsdecode(target))
-    if os.path.lexists(target):
-        raise FileExistsError(
-            errno.EEXIST, os.strerror(errno.EEXIST), os.fsdecode(target)
-        )
-    os.rename(source, target)
 
 
 # ----------------------------------------------------------- graph building
-def _slice_update_without_xla(inputs, start_indices, updates):
-    """`keras.ops.slice_update` with core TF ops (Pad + SelectV2).
-
-    Keras' TensorFlow backend implements `slice_update` with the XLA op
-    `XlaDynamicUpdateSlice`, which plain TensorFlow runs only by compiling
-    it with XLA on demand. Start indices are clamped so that the update
-    fits, as XLA's DynamicUpdateSlice does.
-    """
-    import tensorflow as tf
-
-    inputs = tf.convert_to_tensor(inputs)
-    updates = tf.cast(tf.convert_to_tensor(updates), inputs.dtype)
-    input_shape = tf.shape(inputs, out_type=tf.int32)
-    update_shape = tf.shape(updates, out_type=tf.int32)
-    start = tf.stack([tf.cast(index, tf.int32) for index in start_indices])
-    start = tf.clip_by_value(start, 0, tf.maximum(input_shape - update_shape, 0))
-    paddings = tf.stack([start, input_shape - start - update_shape], axis=1)
-    padded = tf.pad(updates, paddings)
-    inside = tf.pad(tf.ones_like(updates, dtype=tf.bool), paddings)
-    return tf.where(inside, padded, inputs)
-
-
-@contextlib.contextmanager
-def _portable_keras_ops():
-    """Traces Keras ops into core TF ops only (see `_slice_update_without_xla`)."""
-    from keras.src.backend.tensorflow import core as tf_core
-
-    original = tf_core.slice_update
-    tf_core.slice_update = _slice_update_without_xla
-    try:
-        yield
-    finally:
-        tf_core.slice_update = original
-
-
 def _tf_variables(model):
     """The `tf.Variable`s under the model's `keras.Variable`s.
 
@@ -244,10 +146,12 @@ def _build_module(model, src_tokenizer, tgt_tokenizer, options):
         ids = tf.cast(source_ids, tf.int32)
         width = tf.shape(ids)[1]
         # An empty width would leave the encoder nothing to attend to.
-        ids = tf.pad(ids, [[0, 0], [0, tf.maximum(1 - width, 0)]])
+        ids = tf.pad(
+            ids, [[0, 0], [0, tf.maximum(1 - width, 0)]], constant_values=PADDING_ID
+        )
         # Cut rows longer than the model takes, keeping an end id last.
         ids = ids[:, :source_limit]
-        cut = tf.logical_and(width > source_limit, ids[:, -1] != 0)
+        cut = tf.logical_and(width > source_limit, ids[:, -1] != PADDING_ID)
         last = tf.where(cut, src_end, ids[:, -1])
         ids = tf.concat([ids[:, :-1], last[:, None]], axis=1)
         tokens, scores = generate(model, ids, **generate_kwargs)
@@ -271,7 +175,7 @@ def _build_module(model, src_tokenizer, tgt_tokenizer, options):
         ids = src_tokenizer.tokenize(text)[:, : source_limit - 1]
         end = tf.fill(tf.stack([ids.nrows(), 1]), tf.constant(src_end, tf.int32))
         ids = tf.concat([ids, tf.RaggedTensor.from_tensor(end)], axis=1)
-        outputs = translate_ids(ids.to_tensor(default_value=0))
+        outputs = translate_ids(ids.to_tensor(default_value=PADDING_ID))
         return {
             "translations": tf.identity(
                 tgt_tokenizer.detokenize(outputs["token_ids"]), name="translations"
@@ -317,38 +221,31 @@ def _check_portable(path):
         )
 
 
-def _decoding_options(
-    model, max_length, beam_size, method, length_penalty, source_max_length
-):
-    encoder_limit = model.get_layer("encoder").max_length
-    decoder_limit = model.get_layer("decoder").max_length
-    if method not in _METHODS:
-        raise ExportError(f"method must be one of {_METHODS}, got {method!r}")
-    max_length = decoder_limit if max_length is None else max_length
-    source_max_length = (
-        encoder_limit if source_max_length is None else source_max_length
-    )
-    for key, value, low, high in (
-        ("max_length", max_length, 1, decoder_limit),
-        ("source_max_length", source_max_length, 1, encoder_limit),
-        ("beam_size", beam_size, 1, None),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ExportError(f"{key} must be an integer >= {low}, got {value!r}")
-        if high is not None and value > high:
-            raise ExportError(f"{key}={value} exceeds the model's max_length={high}")
-    if not isinstance(length_penalty, (int, float)) or length_penalty < 0:
-        raise ExportError(f"length_penalty must be >= 0, got {length_penalty!r}")
-    return {
-        "method": method,
-        "beam_size": beam_size if method == "beam" else 1,
-        "length_penalty": float(length_penalty),
-        "max_length": max_length,
-        "source_max_length": source_max_length,
-    }
+def _export_options(model, method, beam_size, penalty, length, source):
+    """The decoding options of an export, checked against the model."""
+    try:
+        decoding = DecodingOptions(method, beam_size, penalty, length)
+        decoding = decoding.require_deterministic().for_model(
+            model.get_layer("decoder").max_length
+        )
+        encoder_limit = model.get_layer("encoder").max_length
+        source = encoder_limit if source is None else source
+        check_int("export", "source_max_length", source, 1)
+        if source > encoder_limit:
+            raise FieldError(
+                "export",
+                "source_max_length",
+                f"is {source}, more than the model's max_length {encoder_limit}",
+            )
+    except FieldError as error:
+        raise ExportError(f"{error.field} {error.problem}") from None
+    options = decoding.to_dict()
+    if options["method"] == "greedy":
+        options["beam_size"] = 1
+    return dict(options, source_max_length=source)
 
 
-def _check_name(name):
+def check_name(name):
     if (
         not isinstance(name, str)
         or not name
@@ -370,10 +267,10 @@ def export_saved_model(
     name=None,
     version=None,
     *,
-    max_length=None,
-    beam_size=4,
-    method="beam",
-    length_penalty=0.6,
+    method=_DEFAULTS.method,
+    beam_size=_DEFAULTS.beam_size,
+    length_penalty=_DEFAULTS.length_penalty,
+    max_length=_DEFAULTS.max_length,
     source_max_length=None,
 ):
     """Writes `base_dir/NAME/VERSION/` for TF Serving and returns its path.
@@ -385,11 +282,10 @@ def export_saved_model(
         name: the model name (TF Serving's model base path is
             `base_dir/NAME`). Required.
         version: an integer >= 1; None: 1 + the highest existing version.
-        max_length: most target tokens generated, end token included
-            (default and maximum: the model's `max_length`).
-        beam_size: beams for "beam".
-        method: "beam" or "greedy".
-        length_penalty: GNMT alpha for "beam".
+        method, beam_size, length_penalty, max_length: as
+            `keras_tfm.config.DecodingOptions`, with its defaults (beam
+            search, 4 beams, length penalty 0.6, the model's `max_length`);
+            "beam" or "greedy".
         source_max_length: longest source in tokens, end token included
             (default and maximum: the model's `max_length`); longer sources
             are cut to `source_max_length - 1` tokens plus the end token.
@@ -410,9 +306,9 @@ def export_saved_model(
             "export_saved_model needs the TensorFlow backend (KERAS_BACKEND="
             f"tensorflow), got {keras.config.backend()!r}"
         )
-    _check_name(name)
-    options = _decoding_options(
-        model, max_length, beam_size, method, length_penalty, source_max_length
+    check_name(name)
+    options = _export_options(
+        model, method, beam_size, length_penalty, max_length, source_max_length
     )
     model_dir = Path(base_dir) / name
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -420,16 +316,13 @@ def export_saved_model(
         version = next_version(model_dir)
     elif isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ExportError(f"version must be an integer >= 1, got {version!r}")
-    _check_version_free(model_dir, version)
+    check_version_free(model_dir, version)
     target = model_dir / str(version)
 
     temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=model_dir))
     try:
-        with _portable_keras_ops():
-            module, signatures = _build_module(
-                model, src_tokenizer, tgt_tokenizer, options
-            )
-            tf.saved_model.save(module, str(temp), signatures=signatures)
+        module, signatures = _build_module(model, src_tokenizer, tgt_tokenizer, options)
+        tf.saved_model.save(module, str(temp), signatures=signatures)
         _check_portable(temp)
         extra = temp / "assets.extra"
         extra.mkdir(exist_ok=True)
@@ -464,7 +357,7 @@ def export_saved_model(
         for folder, _, _ in os.walk(temp):
             os.chmod(folder, 0o755)
         try:
-            _rename_no_replace(temp, target)
+            rename_no_replace(temp, target)
         except FileExistsError:
             raise VersionExistsError(
                 f"model version {version} already exists at {target}; it is "
@@ -474,91 +367,3 @@ def export_saved_model(
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return target
-
-
-def _read_run_settings(run_dir):
-    """The `[export]` table of `run_dir/config.json`, if the run wrote one."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ExportError(f"{path}: cannot read the run config ({error})") from None
-    settings = config.get("export", {}) if isinstance(config, dict) else {}
-    if not isinstance(settings, dict):
-        raise ExportError(f"{path}: 'export' must be a table")
-    known = {"method", "beam_size", "length_penalty", "max_length", "source_max_length"}
-    return {key: value for key, value in settings.items() if key in known}
-
-
-def export_run(run_dir, name, version=None, base_dir="saved_models", **decoding):
-    """Exports the model of a `keras-tfm train` run directory.
-
-    Reads `run_dir/model.keras` and `run_dir/tokenizers/{src,tgt}.model`.
-    Decoding options come from the keyword arguments (`method`,
-    `beam_size`, `length_penalty`, `max_length`, `source_max_length`), then
-    from the `export` table of `run_dir/config.json` when the run wrote one,
-    then from the defaults of `export_saved_model` (beam search, 4 beams,
-    the model's max_length). Keyword arguments set to None are ignored.
-
-    Returns:
-        The path of the new version folder.
-
-    Raises:
-        ExportError: when the run directory lacks a file, or as
-            `export_saved_model`.
-    """
-    from keras_tfm.run import finished_run_files
-
-    run_dir = Path(run_dir)
-    files = finished_run_files(run_dir, error=ExportError)
-    settings = _read_run_settings(run_dir)
-    settings.update(
-        {key: value for key, value in decoding.items() if value is not None}
-    )
-    # Fail before loading the model when the target version is taken.
-    _check_name(name)
-    if version is not None:
-        _check_version_free(Path(base_dir) / name, version)
-
-    import keras
-
-    import keras_tfm  # noqa: F401  (registers the layers for deserialization)
-    from keras_tfm.tokenizer import Tokenizer
-
-    try:
-        model = keras.saving.load_model(files[0], compile=False)
-        src_tokenizer = Tokenizer.load(files[1])
-        tgt_tokenizer = Tokenizer.load(files[2])
-    except (OSError, ValueError, TypeError) as error:
-        raise ExportError(f"cannot load the run in {run_dir}: {error}") from None
-    return export_saved_model(
-        model,
-        src_tokenizer,
-        tgt_tokenizer,
-        base_dir=base_dir,
-        name=name,
-        version=version,
-        **settings,
-    )
-
-
-def find_saved_model(path):
-    """The SavedModel folder at `path`: `path` itself, or its highest version.
-
-    `path` may be a version folder (`saved_models/NAME/3`) or a model base
-    path (`saved_models/NAME`), where the highest integer version is used,
-    as TF Serving's default version policy does.
-
-    Raises:
-        ExportError: when there is no SavedModel there.
-    """
-    path = Path(path)
-    if (path / "saved_model.pb").is_file():
-        return path
-    versions = _integer_versions(path)
-    for version in sorted(versions, reverse=True):
-        if (versions[version] / "saved_model.pb").is_file():
-            return versions[version]
-    raise ExportError(f"no SavedModel at {path} (no saved_model.pb, no version folder)")

@@ -19,8 +19,8 @@ import tensorflow_text as tf_text
 from tensorflow_text.python.ops import sentencepiece_tokenizer as _tf_text_sp
 
 from keras_tfm.files import write_atomic
+from keras_tfm.layers.token_embedding import PADDING_ID
 
-PAD_ID = 0
 UNK_ID = 1
 START_ID = 2
 END_ID = 3
@@ -99,7 +99,7 @@ def train_sentencepiece(
         shuffle_input_sentence=True,
         max_sentence_length=max_sentence_length,
         num_threads=num_threads,
-        pad_id=PAD_ID,
+        pad_id=PADDING_ID,
         unk_id=UNK_ID,
         bos_id=START_ID,
         eos_id=END_ID,
@@ -158,9 +158,9 @@ class Tokenizer(tf.Module):
             processor.LoadFromSerializedProto(model_proto)
         except Exception as error:  # sentencepiece raises a bare RuntimeError
             raise ValueError(f"not a SentencePiece model: {error}") from None
-        if processor.pad_id() != PAD_ID:
+        if processor.pad_id() != PADDING_ID:
             raise ValueError(
-                f"the model's pad id must be {PAD_ID}, got {processor.pad_id()}"
+                f"the model's pad id must be {PADDING_ID}, got {processor.pad_id()}"
             )
         if processor.bos_id() < 0 or processor.eos_id() < 0:
             raise ValueError("the model must define start (bos) and end (eos) ids")
@@ -188,7 +188,7 @@ class Tokenizer(tf.Module):
 
     @property
     def pad_id(self) -> int:
-        return PAD_ID
+        return PADDING_ID
 
     @property
     def unk_id(self) -> int:
@@ -232,7 +232,7 @@ class Tokenizer(tf.Module):
             tf.string tensor `(batch,)`, or a scalar for a single sequence.
         """
         if isinstance(ids, tf.RaggedTensor):
-            ids = ids.to_tensor(default_value=PAD_ID)
+            ids = ids.to_tensor(default_value=PADDING_ID)
         ids = tf.cast(tf.convert_to_tensor(ids), tf.int32)
         single = ids.shape.rank == 1
         if single:
@@ -240,7 +240,7 @@ class Tokenizer(tf.Module):
         ends_seen = tf.cumsum(tf.cast(tf.equal(ids, self._end_id), tf.int32), axis=1)
         keep = (
             tf.equal(ends_seen, 0)
-            & tf.not_equal(ids, PAD_ID)
+            & tf.not_equal(ids, PADDING_ID)
             & tf.not_equal(ids, self._start_id)
         )
         text = self._sentencepiece.detokenize(tf.ragged.boolean_mask(ids, keep))

@@ -1,16 +1,13 @@
 """Training pieces for `model.fit` under `tf.distribute`: strategy, schedule,
 loss, metrics and callbacks. TensorFlow-specific by design."""
 
-import json
-import math
 import os
-import time
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-PAD_ID = 0
+from keras_tfm.layers.token_embedding import PADDING_ID
 
 
 # ---------------------------------------------------------------- strategy
@@ -45,10 +42,14 @@ def make_strategy(name="auto"):
 
 
 def prepare_for_fit(model, strategy, example_batch):
-    """Builds all model state up front and adapts `fit` to the strategy.
+    """Builds all model state up front and installs the training job's steps.
 
-    Under MultiWorkerMirroredStrategy, Keras 3's TensorFlow trainer fails in
-    two places (keras-team/keras#20585):
+    `compile_model` must have been called under `strategy.scope()`. The
+    train and test steps become `token_mean_steps`' (the loss is the mean
+    over every token of the global batch, and XLA compiles what it can hold
+    under the strategy). Under MultiWorkerMirroredStrategy, Keras 3's
+    TensorFlow trainer also fails in two places (keras-team/keras#20585):
+
     1. its lazy build turns the first distributed batch into symbolic
        inputs, which a `PerReplica` value cannot become. Building the model,
        optimizer, compiled loss and metrics here, from a plain local batch,
@@ -57,6 +58,12 @@ def prepare_for_fit(model, strategy, example_batch):
        value, axis=0)`, which rejects scalars. Each log is returned as a
        length-1 vector instead, which that reduction averages over replicas
        to the same scalar the single-host path computes.
+
+    Returns:
+        Where XLA runs: "none", "step" (the whole step) or "replica" (each
+        replica's forward and backward pass; the gradient all-reduce and the
+        optimizer update run outside XLA, which cannot compile collectives
+        on the CPU).
     """
     x, y = example_batch
     with strategy.scope():
@@ -66,16 +73,112 @@ def prepare_for_fit(model, strategy, example_batch):
         model.compute_metrics(x, y, y_pred, sample_weight=None)
         for metric in model.metrics:
             metric.reset_state()
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    model._maybe_symbolic_build = lambda *args, **kwargs: None
-    for name in ("train_step", "test_step"):
-        step = getattr(model, name)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    xla = "none"
+    if model.jit_compile:
+        xla = "step"
+        if multi_worker or strategy.num_replicas_in_sync > 1:
+            # XLA would compile the whole distributed step, collectives and
+            # all, which it cannot do on the CPU or across devices.
+            xla = "replica"
+            model.jit_compile = False
+    train_step, test_step = token_mean_steps(model, replica_xla=xla == "replica")
+    if multi_worker:
+        model._maybe_symbolic_build = lambda *args, **kwargs: None
+        train_step, test_step = _vector_logs(train_step), _vector_logs(test_step)
+    model.train_step, model.test_step = train_step, test_step
+    return xla
 
-        def vector_logs(data, step=step):
-            return {key: tf.reshape(value, (1,)) for key, value in step(data).items()}
 
-        setattr(model, name, vector_logs)
+def _vector_logs(step):
+    def vector_logs(data):
+        return {key: tf.reshape(value, (1,)) for key, value in step(data).items()}
+
+    return vector_logs
+
+
+def _sum_over_replicas(value):
+    """`value` summed over the replicas of the current step (if there are any)."""
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        value = context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+    return value
+
+
+def _token_count(labels):
+    return tf.reduce_sum(tf.cast(tf.not_equal(labels, PADDING_ID), tf.float32))
+
+
+def _scale(gradient, factor):
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(
+            gradient.values * factor, gradient.indices, gradient.dense_shape
+        )
+    return gradient * factor
+
+
+def token_mean_steps(model, replica_xla=False):
+    """`(train_step, test_step)` whose loss is the mean over global tokens.
+
+    Each replica computes the sum of its tokens' losses and its gradient;
+    the gradient is divided by the number of non-padding tokens summed over
+    all replicas and then summed over replicas (by the optimizer), so N
+    replicas make exactly the update one device makes on the global batch,
+    whatever the share of tokens each replica holds. The logged loss is the
+    token mean too (each step weighted by its tokens).
+
+    With `replica_xla`, the forward pass, the loss and the backward pass of
+    each replica are one XLA-compiled function, and the token count's
+    all-reduce, the gradients' all-reduce and the optimizer update run
+    outside it.
+
+    `model` must be compiled with `LabelSmoothedCrossEntropy`.
+    """
+    loss = model.loss
+    if not isinstance(loss, LabelSmoothedCrossEntropy):
+        raise ValueError(
+            "token_mean_steps needs a model compiled with LabelSmoothedCrossEntropy"
+        )
+
+    def forward(x, y, training):
+        y_pred = model(x, training=training)
+        return tf.reduce_sum(loss.token_losses(y, y_pred)), y_pred
+
+    def forward_backward(x, y):
+        with tf.GradientTape() as tape:
+            loss_sum, y_pred = forward(x, y, training=True)
+            scaled = model.optimizer.scale_loss(loss_sum)
+        return loss_sum, tape.gradient(scaled, model.trainable_variables), y_pred
+
+    def forward_only(x, y):
+        return forward(x, y, training=False)
+
+    if replica_xla:
+        forward_backward = tf.function(forward_backward, jit_compile=True)
+        forward_only = tf.function(forward_only, jit_compile=True)
+
+    def track_loss(loss_sum, tokens):
+        model._loss_tracker.update_state(
+            loss_sum / tf.maximum(tokens, 1.0), sample_weight=tokens
+        )
+
+    def train_step(data):
+        x, y = data[0], data[1]
+        tokens = _token_count(y)
+        global_tokens = tf.maximum(_sum_over_replicas(tokens), 1.0)
+        loss_sum, gradients, y_pred = forward_backward(x, y)
+        gradients = [_scale(g, 1.0 / global_tokens) for g in gradients]
+        model.optimizer.apply(gradients, model.trainable_variables)
+        track_loss(loss_sum, tokens)
+        return model.compute_metrics(x, y, y_pred)
+
+    def test_step(data):
+        x, y = data[0], data[1]
+        loss_sum, y_pred = forward_only(x, y)
+        track_loss(loss_sum, _token_count(y))
+        return model.compute_metrics(x, y, y_pred)
+
+    return train_step, test_step
 
 
 def distribute_options(dataset, strategy):
@@ -139,15 +242,6 @@ def make_optimizer(d_model, warmup_steps=4000, scale=1.0, clipnorm=None):
 
 
 # ---------------------------------------------------------------- loss
-def _global_token_count(labels):
-    """Non-padding labels summed over every replica of the current step."""
-    count = tf.reduce_sum(tf.cast(tf.not_equal(labels, PAD_ID), tf.float32))
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-        count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-    return count
-
-
 @keras.saving.register_keras_serializable(package="keras_tfm")
 class LabelSmoothedCrossEntropy(keras.losses.Loss):
     """Cross-entropy against smoothed labels, averaged over non-padding tokens.
@@ -175,6 +269,11 @@ class LabelSmoothedCrossEntropy(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
+        tokens = _sum_over_replicas(_token_count(y_true))
+        return self.token_losses(y_true, y_pred) / tf.maximum(tokens, 1.0)
+
+    def token_losses(self, y_true, y_pred):
+        """The loss of each target token, 0 at padding: float32 `(batch, length)`."""
         labels = tf.cast(y_true, tf.int32)
         log_probs = tf.nn.log_softmax(tf.cast(y_pred, tf.float32), axis=-1)
         nll = -tf.gather(log_probs, tf.maximum(labels, 0), batch_dims=2)
@@ -182,8 +281,7 @@ class LabelSmoothedCrossEntropy(keras.losses.Loss):
         if self.label_smoothing:
             uniform = -tf.reduce_mean(log_probs, axis=-1)
             loss = (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
-        mask = tf.cast(tf.not_equal(labels, PAD_ID), tf.float32)
-        return loss * mask / tf.maximum(_global_token_count(labels), 1.0)
+        return loss * tf.cast(tf.not_equal(labels, PADDING_ID), tf.float32)
 
     def get_config(self):
         config = super().get_config()
@@ -207,7 +305,7 @@ class MaskedAccuracy(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         labels = ops.cast(y_true, "int32")
-        mask = ops.cast(ops.not_equal(labels, PAD_ID), "float32")
+        mask = ops.cast(ops.not_equal(labels, PADDING_ID), "float32")
         hits = ops.cast(
             ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), labels), "float32"
         )
@@ -235,7 +333,9 @@ class TokenCount(keras.metrics.Metric):
     def update_state(self, y_true, y_pred, sample_weight=None):
         self.count.assign_add(
             ops.sum(
-                ops.cast(ops.not_equal(ops.cast(y_true, "int32"), PAD_ID), "float32")
+                ops.cast(
+                    ops.not_equal(ops.cast(y_true, "int32"), PADDING_ID), "float32"
+                )
             )
         )
 
@@ -256,141 +356,6 @@ def compile_model(model, optimizer, label_smoothing=0.1, jit_compile=False):
         jit_compile=jit_compile,
     )
     return model
-
-
-# ---------------------------------------------------------------- callbacks
-class ThroughputAndLearningRate(keras.callbacks.Callback):
-    """Adds `learning_rate` and `tokens_per_second` to each epoch's logs.
-
-    Placed before the TensorBoard callback, so both become scalars there.
-    Time is measured from the first to the last step of the epoch, which
-    leaves out the one-off tracing of the first step.
-    """
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = self._last = None
-        self._tokens_at_start = 0.0
-
-    def on_train_batch_end(self, batch, logs=None):
-        tokens = float((logs or {}).get("tokens", 0.0))
-        if self._start is None:
-            self._start = time.perf_counter()
-            self._tokens_at_start = tokens
-            return
-        self._last = time.perf_counter()
-        self._tokens = tokens
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        optimizer = self.model.optimizer
-        lr = optimizer.learning_rate
-        if isinstance(
-            optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule
-        ):
-            lr = optimizer._learning_rate(optimizer.iterations)
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
-        if self._last is not None and self._last > self._start:
-            logs["tokens_per_second"] = (self._tokens - self._tokens_at_start) / (
-                self._last - self._start
-            )
-
-
-class TimeLimit(keras.callbacks.Callback):
-    """Ends training before an epoch that could overrun a wall-clock budget.
-
-    After each epoch, training stops if the time since `fit` began plus the
-    slowest epoch so far would exceed `seconds`; the epoch that ends the run
-    is always a whole one, checkpointed as usual. Judging by the slowest
-    epoch rather than the last keeps a noisy machine inside the budget
-    unless an epoch is slower than every one before it.
-
-    Args:
-        seconds: the budget for this `fit` call, validation and callbacks
-            included.
-    """
-
-    def __init__(self, seconds):
-        super().__init__()
-        if not seconds > 0:
-            raise ValueError(f"seconds must be > 0, got {seconds}")
-        self.seconds = float(seconds)
-        self.stopped_after_epoch = None
-
-    def on_train_begin(self, logs=None):
-        self._train_start = time.perf_counter()
-        self._slowest = 0.0
-        self.stopped_after_epoch = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        self._slowest = max(self._slowest, now - self._epoch_start)
-        if (now - self._train_start) + self._slowest > self.seconds:
-            self.model.stop_training = True
-            self.stopped_after_epoch = epoch + 1
-
-
-class StopOnNaN(keras.callbacks.Callback):
-    """Stops training with a clear message when the loss is NaN or infinite."""
-
-    def __init__(self):
-        super().__init__()
-        self.message = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.message = (
-                f"training stopped: the loss became {float(loss)} at step "
-                f"{batch + 1} of epoch {self._epoch + 1}; lower the learning rate "
-                "scale, raise warmup_steps, or train in float32"
-            )
-            print(self.message, flush=True)
-            self.model.stop_training = True
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-
-class SampleTranslations(keras.callbacks.Callback):
-    """Writes a few translations as TensorBoard text summaries every epoch."""
-
-    def __init__(self, translate_fn, sources, references, log_dir):
-        super().__init__()
-        self.translate_fn = translate_fn
-        self.sources = list(sources)
-        self.references = list(references)
-        self.log_dir = log_dir
-        self._writer = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(
-                os.path.join(self.log_dir, "samples")
-            )
-        hypotheses = self.translate_fn(self.sources)
-        rows = ["| source | reference | translation |", "|---|---|---|"]
-        for source, reference, hypothesis in zip(
-            self.sources, self.references, hypotheses
-        ):
-            rows.append(f"| {source} | {reference} | {hypothesis} |")
-        with self._writer.as_default():
-            tf.summary.text("sample_translations", "\n".join(rows), step=epoch)
-        self._writer.flush()
-
-
-def backup_epoch(backup_dir):
-    """The number of finished epochs recorded by BackupAndRestore, or None."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    try:
-        with open(path) as handle:
-            # Keras stores the finished-epoch count there (its epoch index + 1).
-            return int(json.load(handle)["epoch"])
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def average_checkpoints(model, paths):
@@ -417,37 +382,7 @@ def average_checkpoints(model, paths):
         raise ValueError(f"{paths[0]}: not the same model as the one given")
     model.set_weights(
         [
-            (total / len(paths)).astype(mine.dtype)
-            if mine.dtype.kind == "f"
-            else mine
+            (total / len(paths)).astype(mine.dtype) if mine.dtype.kind == "f" else mine
             for total, mine in zip(sums, current)
         ]
     )
-
-
-def make_callbacks(run_dir, *, patience=None, time_limit=None, extra=()):
-    """The standard callback list of a run rooted at `run_dir`.
-
-    `time_limit` (seconds) adds a `TimeLimit`.
-    """
-    nan_guard = StopOnNaN()
-    callbacks = [
-        nan_guard,
-        *([TimeLimit(time_limit)] if time_limit else []),
-        ThroughputAndLearningRate(),
-        *extra,
-        keras.callbacks.TensorBoard(
-            log_dir=os.path.join(run_dir, "logs"), update_freq="epoch"
-        ),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(run_dir, "checkpoints", "epoch_{epoch:03d}.keras")
-        ),
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
-    ]
-    if patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=patience, restore_best_weights=True
-            )
-        )
-    return callbacks, nan_guard

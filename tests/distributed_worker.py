@@ -2,8 +2,13 @@
 
 Run as a script (a fresh process is needed to split the CPU into logical
 devices or to join a TF_CONFIG cluster):
-    python distributed_worker.py MODE OUT_PATH
-MODE is one_device, mirrored (two logical CPUs) or multi_worker (TF_CONFIG).
+    python distributed_worker.py MODE OUT_PATH [--jit-compile]
+MODE is one_device, mirrored (two logical CPUs) or multi_worker (TF_CONFIG);
+`--jit-compile` compiles the model as the default training config does.
+
+    python distributed_worker.py cli ARGS...
+runs `keras-tfm ARGS...` in a process whose CPU is split into two logical
+devices (what `--strategy mirrored` spreads over on a machine without GPUs).
 """
 
 import os
@@ -37,15 +42,19 @@ def batches():
     return dataset.batch(GLOBAL_BATCH)
 
 
-def main(mode, out_path):
+def split_cpu(count=2):
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * count
+    )
+
+
+def main(mode, out_path, jit_compile=False):
     if mode == "mirrored":
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-        )
+        split_cpu()
     import keras
 
-    from keras_tfm import TransformerConfig, build_transformer, training
+    from keras_tfm import TransformerConfig, build_transformer, callbacks, training
 
     strategy = training.make_strategy(mode)
     keras.utils.set_random_seed(7)
@@ -67,14 +76,16 @@ def main(mode, out_path):
         # scaled twice (or a per-replica mean) shows in the weights. Adam
         # would hide a constant factor and amplify rounding noise in
         # near-zero gradients into full-size steps.
-        training.compile_model(model, keras.optimizers.SGD(learning_rate=0.5))
+        training.compile_model(
+            model, keras.optimizers.SGD(learning_rate=0.5), jit_compile=jit_compile
+        )
     initial = {f"initial:{v.path}": np.asarray(v.numpy()) for v in model.weights}
-    training.prepare_for_fit(model, strategy, next(iter(dataset)))
+    xla = training.prepare_for_fit(model, strategy, next(iter(dataset)))
     history = model.fit(
         training.distribute_options(dataset, strategy),
         epochs=1,
         verbose=0,
-        callbacks=[training.ThroughputAndLearningRate()],
+        callbacks=[callbacks.ThroughputAndLearningRate()],
     )
     weights = {f"weight:{v.path}": np.asarray(v.numpy()) for v in model.weights}
     np.savez(
@@ -82,10 +93,16 @@ def main(mode, out_path):
         loss=np.array(history.history["loss"]),
         accuracy=np.array(history.history["accuracy"]),
         replicas=strategy.num_replicas_in_sync,
+        xla=xla,
         **weights,
         **initial,
     )
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "cli":
+        split_cpu()
+        from keras_tfm.cli import main as keras_tfm
+
+        sys.exit(keras_tfm(sys.argv[2:]))
+    main(sys.argv[1], sys.argv[2], jit_compile="--jit-compile" in sys.argv[3:])

@@ -146,7 +146,8 @@ def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
     import sacrebleu
 
     import keras_tfm.model  # noqa: F401  (registers the layers)
-    from keras_tfm.run import load_config, make_translator
+    from keras_tfm.evaluation import make_translator
+    from keras_tfm.run_config import load_run_config
     from keras_tfm.tokenizer import Tokenizer
 
     run_dir, stdout = tiny_run
@@ -183,7 +184,7 @@ def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
     src_tok = Tokenizer.load(run_dir / "tokenizers" / "src.model")
     tgt_tok = Tokenizer.load(run_dir / "tokenizers" / "tgt.model")
     translate = make_translator(
-        model, src_tok, tgt_tok, load_config(TINY)["evaluation"]
+        model, src_tok, tgt_tok, load_run_config(TINY).evaluation.decoding
     )
     sources = (run_dir / "data" / "test.de").read_text("utf-8").splitlines()
     references = (run_dir / "data" / "test.en").read_text("utf-8").splitlines()
@@ -205,7 +206,7 @@ def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
         ),
         src_tok,
         tgt_tok,
-        load_config(TINY)["evaluation"],
+        load_run_config(TINY).evaluation.decoding,
     )
     import tensorflow as tf
     from tensorboard.backend.event_processing import event_accumulator
@@ -273,14 +274,15 @@ def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_pat
     from test_scoring import reference_bleu
 
     import keras_tfm.model  # noqa: F401  (registers the layers)
-    from keras_tfm.run import load_config, make_translator
+    from keras_tfm.evaluation import make_translator
+    from keras_tfm.run_config import load_run_config
     from keras_tfm.tokenizer import Tokenizer
 
     translate = make_translator(
         keras.saving.load_model(run_dir / "model.keras", compile=False),
         Tokenizer.load(run_dir / "tokenizers" / "src.model"),
         Tokenizer.load(run_dir / "tokenizers" / "tgt.model"),
-        load_config(TINY)["evaluation"],
+        load_run_config(TINY).evaluation.decoding,
     )
     sources = (run_dir / "data" / "test.de").read_text("utf-8").splitlines()
     hypotheses = translate(sources)
@@ -302,7 +304,7 @@ def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_pat
         keras.saving.load_model(last_epoch, compile=False),
         Tokenizer.load(run_dir / "tokenizers" / "src.model"),
         Tokenizer.load(run_dir / "tokenizers" / "tgt.model"),
-        load_config(TINY)["evaluation"],
+        load_run_config(TINY).evaluation.decoding,
     )
     bleu = sacrebleu.corpus_bleu(translate(sources), [references]).score
     assert json.loads(result.stdout)["sacrebleu"] == pytest.approx(round(bleu, 2))
@@ -664,30 +666,70 @@ def tiny_line(text):
     return TINY.read_text().splitlines().index(text) + 1
 
 
+def at(text):
+    """`{path}, line N` of the first line of `text` in the bad config."""
+    return "{path}, line {line:" + text + "}"
+
+
 CONFIG_CASES = {
+    "unknown_key": (
+        config_with("epochs = 4", "epoch = 3"),
+        at("epoch = 3") + ": [training] epoch is unknown; did you mean 'epochs'?",
+    ),
+    "unknown_section": (
+        config_with("[training]", "[trainig]"),
+        at("[trainig]") + ": section [trainig] is unknown; did you mean [training]?",
+    ),
+    "unknown_top_level": (
+        config_with('name = "tiny"', 'nmae = "tiny"'),
+        at('nmae = "tiny"') + ": nmae is unknown; did you mean 'name'?",
+    ),
     "unknown_field": (
         config_with("dropout = 0.0", "dropout = 0.0\ncolour = 'red'"),
-        "{path}: [model] TransformerConfig: unknown field 'colour'",
+        at("colour = 'red'") + ": [model] colour is unknown; valid: 'preset', "
+        "'d_model', 'num_heads', 'd_ff', 'num_encoder_layers', 'num_decoder_layers', "
+        "'dropout', 'attention_dropout', 'activation', 'max_length', "
+        "'share_embeddings', 'tie_output', 'pre_norm', 'layer_norm_epsilon'",
     ),
     "dropout": (
         config_with("dropout = 0.0", "dropout = 1.5"),
-        "{path}: [model] TransformerConfig.dropout must be in [0, 1), got 1.5",
+        at("dropout = 1.5") + ": [model] dropout must be in [0, 1), got 1.5",
     ),
     "wrong_type": (
         config_with("epochs = 4", 'epochs = "four"'),
-        "{path}: [training] epochs must be int, got 'four'",
+        at('epochs = "four"') + ": [training] epochs must be an integer, got 'four'",
     ),
     "time_limit": (
         config_with("epochs = 4", "epochs = 4\ntime_limit_minutes = -1"),
-        "{path}: [training] time_limit_minutes must be > 0, got -1",
+        at("time_limit_minutes = -1")
+        + ": [training] time_limit_minutes must be > 0, got -1.0",
     ),
     "time_limit_type": (
         config_with("epochs = 4", "epochs = 4\ntime_limit_minutes = true"),
-        "{path}: [training] time_limit_minutes must be int or float, got True",
+        at("time_limit_minutes = true")
+        + ": [training] time_limit_minutes must be a number, got True",
     ),
     "evaluation_method": (
         config_with('method = "greedy"', 'method = "greedy"\ncompare = ["topk"]'),
-        "{path}: [evaluation] method must be 'greedy' or 'beam', got 'topk'",
+        at('compare = ["topk"]') + ": [evaluation] compare methods must be in "
+        "('beam', 'greedy'), got 'topk'",
+    ),
+    "evaluation_longer_than_model": (
+        config_with(
+            "max_length = 24\nbatch_size = 64", "max_length = 48\nbatch_size = 64"
+        ),
+        at("max_length = 48")
+        + ": [evaluation] max_length is 48, more than [model] max_length 24",
+    ),
+    "shared_embeddings_separate_vocabularies": (
+        config_with("dropout = 0.0", "dropout = 0.0\nshare_embeddings = true"),
+        at("share_embeddings = true") + ": [model] share_embeddings = true needs one "
+        "vocabulary for both languages: set [tokenizer] shared = true",
+    ),
+    "batch_tokens_below_max_length": (
+        config_with("batch_size = 32", "batch_tokens = 16"),
+        at("batch_tokens = 16") + ": [training] batch_tokens is 16, less than "
+        "[model] max_length 24: the longest sentences would fit in no batch",
     ),
     "malformed": (
         config_with("d_model = 32", "d_model = = 32"),
@@ -703,7 +745,11 @@ CONFIG_CASES = {
 def config_case(name, tmp):
     make, template = CONFIG_CASES[name]
     path = make(tmp)
-    return template.format(path=path), (
+    lines = path.read_text().splitlines() if path.exists() else []
+    message = re.sub(
+        r"\{line:(.*?)\}", lambda m: str(lines.index(m.group(1)) + 1), template
+    ).replace("{path}", str(path))
+    return message, (
         "--config",
         path,
         "--run-dir",
@@ -726,6 +772,9 @@ def test_bad_input_returns_2_with_one_line(case, tmp_path, capsys):
     assert captured.err == f"keras-tfm: error: {message}\n"
     assert "Epoch 1/" not in captured.out
     assert not (tmp_path / "run" / "metrics.json").exists()
+    if case in CONFIG_CASES:
+        # Found before any data was read or model built.
+        assert not (tmp_path / "run").exists()
 
 
 def test_bad_input_exit_status_without_traceback(tmp_path):

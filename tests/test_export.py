@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_tfm import TransformerConfig, build_transformer
+from keras_tfm import DecodingOptions, TransformerConfig, build_transformer
+from keras_tfm.evaluation import make_translator
 from keras_tfm.export import (
     ExportError,
     VersionExistsError,
@@ -30,6 +31,7 @@ from keras_tfm.export import (
     saved_model_op_types,
 )
 from keras_tfm.numbers_task import number_pairs
+from keras_tfm.run_config import RunConfig
 from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
 
 pytestmark = pytest.mark.skipif(
@@ -124,16 +126,20 @@ def trained(tmp_path_factory):
     src.save(run_dir / "tokenizers" / "src.model")
     tgt.save(run_dir / "tokenizers" / "tgt.model")
     (run_dir / "transformer_config.json").write_text(json.dumps(config.to_dict()))
+    # The resolved run config `keras-tfm train` writes; export reads [export].
+    model_section = {
+        k: v for k, v in config.to_dict().items() if not k.endswith("vocab_size")
+    }
+    run_config = RunConfig.from_dict({"name": "numbers", "model": model_section})
+    (run_dir / "config.json").write_text(json.dumps(run_config.to_dict()))
     return SimpleNamespace(model=model, src=src, tgt=tgt, run_dir=run_dir)
 
 
 @pytest.fixture(scope="module")
 def translator(trained):
     """The in-process path: tokenizer + cached `generate` + detokenize."""
-    from keras_tfm.run import make_translator
-
     return make_translator(
-        trained.model, trained.src, trained.tgt, dict(BEAM, batch_size=256)
+        trained.model, trained.src, trained.tgt, DecodingOptions(**BEAM), batch_size=256
     )
 
 
@@ -364,22 +370,6 @@ def test_metadata_records_decoding_options(exported):
     assert metadata["source_max_length"] == MAX_LENGTH
 
 
-def test_slice_update_without_xla_matches_keras():
-    from keras.src.backend.tensorflow import core
-
-    from keras_tfm.export import _slice_update_without_xla
-
-    rng = np.random.default_rng(0)
-    inputs = rng.normal(size=(3, 2, 7, 4)).astype("float32")
-    updates = rng.normal(size=(3, 2, 2, 4)).astype("float32")
-    # In range, at the end, and out of range (clamped as XLA does).
-    for start in ([0, 0, 0, 0], [0, 0, 5, 0], [0, 0, 6, 0], [0, 1, -2, 0]):
-        expected = core.slice_update(inputs, start, updates)
-        index = tf.constant(start[2])  # a tensor index, as in the decoding loop
-        got = _slice_update_without_xla(inputs, [0, start[1], index, 0], updates)
-        np.testing.assert_array_equal(got.numpy(), np.asarray(expected))
-
-
 # ---------------------------------------------------------------- versions
 def no_temp_folders(model_dir):
     return [p.name for p in model_dir.iterdir() if not p.name.isdigit()] == []
@@ -451,8 +441,6 @@ def test_versions_are_atomic_and_never_overwritten(
 
 # --------------------------------------------------------------------- CLI
 def test_cli_export_and_translate(trained, tmp_path):
-    from keras_tfm.run import make_translator
-
     base = tmp_path / "models"
     (base / "numbers" / "7").mkdir(parents=True)  # an existing (foreign) version
     result = run_command(
@@ -481,7 +469,7 @@ def test_cli_export_and_translate(trained, tmp_path):
         trained.model,
         trained.src,
         trained.tgt,
-        {"method": "greedy", "max_length": MAX_LENGTH},
+        DecodingOptions(method="greedy", max_length=MAX_LENGTH),
     )
     sentences = sources([54, 123, 2024])
     expected = greedy(sentences)

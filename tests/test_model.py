@@ -221,7 +221,7 @@ def test_config_presets_and_unknown_fields():
         TransformerConfig.preset("base", src_vocab_size=10, tgt_vocab_size=12)
     with pytest.raises(ValueError, match="'huge'"):
         TransformerConfig.preset("huge", src_vocab_size=10, tgt_vocab_size=10)
-    with pytest.raises(ValueError, match="'widht'"):
+    with pytest.raises(ValueError, match="widht is not a field"):
         TransformerConfig.from_dict(
             {"src_vocab_size": 5, "tgt_vocab_size": 5, "widht": 3}
         )

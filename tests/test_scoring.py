@@ -57,7 +57,7 @@ def test_moses_tokenize_reproduces_the_published_multi30k_tokenization(split):
 def test_moses_tokenize_lowercases_splits_punctuation_and_escapes():
     assert moses_tokenize(
         ["A man's dog, running.", "Two \u201cgirls\u201d jump!"], "en"
-    ) == ["a man &apos;s dog , running .", 'two &quot; girls &quot; jump !']
+    ) == ["a man &apos;s dog , running .", "two &quot; girls &quot; jump !"]
 
 
 def test_tokenized_bleu_equals_an_independent_bleu_on_the_same_tokens():

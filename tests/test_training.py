@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_tfm import training
-from keras_tfm.run import load_config
+from keras_tfm import callbacks, training
+from keras_tfm.run_config import load_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,7 +199,7 @@ def test_fit_logs_learning_rate_throughput_and_epoch_token_counts():
         epochs=3,
         validation_data=(xv, yv),
         verbose=0,
-        callbacks=[training.ThroughputAndLearningRate()],
+        callbacks=[callbacks.ThroughputAndLearningRate()],
     ).history
     steps_per_epoch = 6
     assert int(model.optimizer.iterations.numpy()) == 3 * steps_per_epoch
@@ -216,7 +216,7 @@ def test_tokens_per_second_counts_steps_after_the_first(monkeypatch):
     """With a clock that ticks 1 s per reading, throughput is exact."""
     ticks = iter(range(1000))
     monkeypatch.setattr(
-        training, "time", type("Clock", (), {"perf_counter": lambda: next(ticks)})
+        callbacks, "time", type("Clock", (), {"perf_counter": lambda: next(ticks)})
     )
     x, y = copy_task(rows=40)
     model = compiled(small_model())
@@ -227,7 +227,7 @@ def test_tokens_per_second_counts_steps_after_the_first(monkeypatch):
         epochs=2,
         shuffle=False,
         verbose=0,
-        callbacks=[training.ThroughputAndLearningRate()],
+        callbacks=[callbacks.ThroughputAndLearningRate()],
     ).history
     per_batch = (y != 0).reshape(5, 8, -1).sum(axis=(1, 2))
     # Timed from the end of step 1 to the end of step 5: 4 ticks, 4 batches.
@@ -244,7 +244,7 @@ def test_tokens_per_second_is_left_out_for_a_single_step_epoch():
         batch_size=8,
         epochs=2,
         verbose=0,
-        callbacks=[training.ThroughputAndLearningRate()],
+        callbacks=[callbacks.ThroughputAndLearningRate()],
     ).history
     assert "tokens_per_second" not in history
     np.testing.assert_allclose(
@@ -274,7 +274,7 @@ def test_time_limit_stops_before_an_epoch_that_would_overrun(
     """A fake clock advanced by each epoch's duration: the stop is exact."""
     now = [0.0]
     monkeypatch.setattr(
-        training, "time", type("Clock", (), {"perf_counter": lambda: now[0]})
+        callbacks, "time", type("Clock", (), {"perf_counter": lambda: now[0]})
     )
     durations = iter(epoch_seconds)
 
@@ -282,7 +282,7 @@ def test_time_limit_stops_before_an_epoch_that_would_overrun(
         def on_epoch_end(self, epoch, logs=None):
             now[0] += next(durations)
 
-    limit = training.TimeLimit(budget)
+    limit = callbacks.TimeLimit(budget)
     x, y = copy_task(rows=8)
     model = compiled(small_model())
     history = model.fit(
@@ -292,7 +292,7 @@ def test_time_limit_stops_before_an_epoch_that_would_overrun(
     expected_stop = expected_epochs if expected_epochs < 9 else None
     assert limit.stopped_after_epoch == expected_stop
     with pytest.raises(ValueError, match="seconds must be > 0"):
-        training.TimeLimit(0)
+        callbacks.TimeLimit(0)
 
 
 def test_average_checkpoints_is_the_mean_of_the_saved_weights(tmp_path):
@@ -323,7 +323,7 @@ def test_stop_on_nan_stops_at_the_first_bad_step(capsys):
     model = compiled(small_model())
     model.build((None, None))
     model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
-    guard = training.StopOnNaN()
+    guard = callbacks.StopOnNaN()
     history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[guard])
     assert guard.message is not None
     assert guard.message.startswith(
@@ -337,7 +337,7 @@ def test_stop_on_nan_stops_at_the_first_bad_step(capsys):
 def test_stop_on_nan_with_a_huge_learning_rate_names_step_and_epoch():
     x, y = copy_task()
     model = compiled(small_model(), scale=1e30)
-    guard = training.StopOnNaN()
+    guard = callbacks.StopOnNaN()
     model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[guard])
     assert guard.message is not None
     steps = int(model.optimizer.iterations.numpy())
@@ -347,7 +347,7 @@ def test_stop_on_nan_with_a_huge_learning_rate_names_step_and_epoch():
 
 
 def test_backup_epoch_counts_epochs_finished_by_backup_and_restore(tmp_path):
-    assert training.backup_epoch(tmp_path / "nothing") is None
+    assert callbacks.backup_epoch(tmp_path / "nothing") is None
     x, y = copy_task()
     backup_dir = tmp_path / "backup"
     for epochs in (1, 3):
@@ -364,7 +364,7 @@ def test_backup_epoch_counts_epochs_finished_by_backup_and_restore(tmp_path):
                 )
             ],
         )
-        assert training.backup_epoch(backup_dir) == epochs
+        assert callbacks.backup_epoch(backup_dir) == epochs
     # A fresh fit resumes after those epochs, so it runs only the missing one.
     model = compiled(small_model())
     seen = []
@@ -382,12 +382,12 @@ def test_backup_epoch_counts_epochs_finished_by_backup_and_restore(tmp_path):
     assert seen == [3]
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "training_metadata.json").write_text("{")
-    assert training.backup_epoch(tmp_path / "broken") is None
+    assert callbacks.backup_epoch(tmp_path / "broken") is None
 
 
 def test_make_callbacks_order_and_paths(tmp_path):
-    callbacks, guard = training.make_callbacks(str(tmp_path), patience=3)
-    kinds = [type(c).__name__ for c in callbacks]
+    made, guard = callbacks.make_callbacks(str(tmp_path), patience=3)
+    kinds = [type(c).__name__ for c in made]
     assert kinds == [
         "StopOnNaN",
         "ThroughputAndLearningRate",
@@ -396,19 +396,19 @@ def test_make_callbacks_order_and_paths(tmp_path):
         "BackupAndRestore",
         "EarlyStopping",
     ]
-    assert callbacks[0] is guard
-    assert callbacks[2].log_dir == str(tmp_path / "logs")
-    assert callbacks[4].backup_dir == str(tmp_path / "backup")
-    assert callbacks[5].patience == 3 and callbacks[5].restore_best_weights
-    callbacks, _ = training.make_callbacks(str(tmp_path), patience=0)
-    assert "EarlyStopping" not in [type(c).__name__ for c in callbacks]
-    callbacks, _ = training.make_callbacks(str(tmp_path), time_limit=60.0)
-    assert type(callbacks[1]).__name__ == "TimeLimit"
-    assert callbacks[1].seconds == 60.0
+    assert made[0] is guard
+    assert made[2].log_dir == str(tmp_path / "logs")
+    assert made[4].backup_dir == str(tmp_path / "backup")
+    assert made[5].patience == 3 and made[5].restore_best_weights
+    made, _ = callbacks.make_callbacks(str(tmp_path), patience=0)
+    assert "EarlyStopping" not in [type(c).__name__ for c in made]
+    made, _ = callbacks.make_callbacks(str(tmp_path), time_limit=60.0)
+    assert type(made[1]).__name__ == "TimeLimit"
+    assert made[1].seconds == 60.0
 
 
 def test_sample_translations_writes_a_markdown_table(tmp_path):
-    callback = training.SampleTranslations(
+    callback = callbacks.SampleTranslations(
         lambda sources: [s.upper() for s in sources],
         ["eins", "zwei"],
         ["one", "two"],
@@ -447,29 +447,33 @@ def test_default_config_is_the_packaged_numbers_toml():
     assert (ROOT / "training" / "configs" / "numbers.toml").read_text(
         encoding="utf-8"
     ) == text
-    config = load_config(None)
-    expected = tomllib.loads(text)
-    assert config["source"] == "<built-in numbers.toml>"
-    assert {k: v for k, v in config.items() if k != "source"} == expected
-    assert config["name"] == "numbers"
-    assert config["data"]["task"] == "numbers" and config["model"]["d_model"] == 128
-    from_file = load_config(ROOT / "training" / "configs" / "numbers.toml")
-    assert {k: v for k, v in from_file.items() if k != "source"} == expected
+    config = load_run_config(None)
+    assert config.source == "<built-in numbers.toml>"
+    assert config == load_run_config(ROOT / "training" / "configs" / "numbers.toml")
+    # Every value the file sets is the config's; the rest are defaults.
+    for section, values in tomllib.loads(text).items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                assert getattr(getattr(config, section), key) == value, key
+    assert config.name == "numbers"
+    assert config.data.task == "numbers" and config.model.d_model == 128
 
 
 def test_multi30k_config_builds_the_reported_model_under_10m_parameters():
     from keras_tfm.model import build_transformer
-    from keras_tfm.run import evaluation_methods, model_config
 
-    config = load_config(ROOT / "training" / "configs" / "multi30k_de_en.toml")
-    vocab = config["tokenizer"]["src_vocab_size"]
-    assert config["tokenizer"]["shared"] and vocab == 8000
-    model = build_transformer(model_config(config, vocab, vocab))
+    config = load_run_config(
+        ROOT / "training" / "configs" / "multi30k_de_en.toml",
+        overrides={"data.data_dir": ("--data-dir", "multi30k")},
+    )
+    vocab = config.tokenizer.src_vocab_size
+    assert config.tokenizer.shared and vocab == 8000
+    model = build_transformer(config.model.transformer_config(vocab, vocab))
     # The figure in benchmarks/RESULTS.md; the issue's bound is 10M.
     assert model.count_params() == 7_577_600 < 10_000_000
     # One embedding matrix serves both sides and the output projection.
-    d_model = config["model"]["d_model"]
+    d_model = config.model.d_model
     embeddings = [w for w in model.weights if tuple(w.shape) == (vocab, d_model)]
     assert len(embeddings) == 1
-    assert [e["method"] for e in evaluation_methods(config)] == ["beam", "greedy"]
-    assert config["training"]["time_limit_minutes"] < 45
+    assert [o.method for o in config.evaluation.methods()] == ["beam", "greedy"]
+    assert config.training.time_limit_minutes < 45

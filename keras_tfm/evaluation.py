@@ -1,0 +1,114 @@
+"""Translating a test set with a trained model and scoring it."""
+
+import time
+from pathlib import Path
+
+import tensorflow as tf
+
+from keras_tfm.generation import make_generate_fn
+from keras_tfm.layers.token_embedding import PADDING_ID
+from keras_tfm.scoring import corpus_scores, read_reference
+
+
+def make_translator(model, src_tokenizer, tgt_tokenizer, decoding, batch_size=64):
+    """`list[str] -> list[str]` through the tokenizers and cached decoding.
+
+    Args:
+        model: a `build_transformer` model.
+        src_tokenizer, tgt_tokenizer: its `Tokenizer`s.
+        decoding: `DecodingOptions` (its `max_length` defaults to the
+            model's).
+        batch_size: sentences decoded at once.
+    """
+    decoding = decoding.for_model(model.get_layer("decoder").max_length)
+    generate_fn = make_generate_fn(
+        model,
+        start_id=tgt_tokenizer.start_id,
+        end_id=tgt_tokenizer.end_id,
+        **decoding.to_dict(),
+    )
+    source_limit = model.get_layer("encoder").max_length - 1
+
+    def translate(sentences):
+        outputs = []
+        for start in range(0, len(sentences), batch_size):
+            chunk = sentences[start : start + batch_size]
+            ids = src_tokenizer.tokenize(tf.constant(chunk))[:, :source_limit]
+            end = tf.fill([ids.nrows(), 1], src_tokenizer.end_id)
+            ids = tf.concat([ids, tf.RaggedTensor.from_tensor(end)], axis=1)
+            # Pad to a few fixed shapes (rows to a power of two up to the batch
+            # size, lengths up to a multiple of 16): each new shape retraces
+            # and recompiles the decoder.
+            rows = min(batch_size, 1 << (len(chunk) - 1).bit_length())
+            length = min(-(-int(ids.bounding_shape()[1]) // 16) * 16, source_limit + 1)
+            ids = ids.to_tensor(default_value=PADDING_ID, shape=[rows, length])
+            tokens, _ = generate_fn(ids)
+            tokens = tf.convert_to_tensor(tokens)[: len(chunk)]
+            text = tgt_tokenizer.detokenize(tokens)
+            outputs.extend(t.decode("utf-8") for t in text.numpy())
+        return outputs
+
+    return translate
+
+
+def read_tokenized_reference(evaluation, data_dir, expected_lines):
+    """The pre-tokenized test references `[evaluation]` names, or None."""
+    if not evaluation.tokenized_reference:
+        return None
+    path = Path(data_dir) / Path(evaluation.tokenized_reference).expanduser()
+    return read_reference(path, expected_lines)
+
+
+def score_test_set(model, tokenizers, evaluation, lang, test, tokenized=None):
+    """Translates the test set with each method of `evaluation` and scores it.
+
+    Args:
+        model: a `build_transformer` model.
+        tokenizers: `(src_tokenizer, tgt_tokenizer)`.
+        evaluation: an `EvaluationConfig` (primary method, `compare`, batch
+            size).
+        lang: the target language, for the Moses rules of tokenized BLEU.
+        test: `(sources, references)`.
+        tokenized: `read_tokenized_reference`'s result (None: no tokenized
+            BLEU).
+
+    Returns:
+        The metrics of the primary method, with a `by_method` table of all
+        of them (each with its decoding time in seconds) when there are
+        several, and the primary method's translations.
+    """
+    sources, references = test
+    by_method, primary_hypotheses = {}, None
+    for decoding in evaluation.methods():
+        translate = make_translator(
+            model, *tokenizers, decoding, batch_size=evaluation.batch_size
+        )
+        started = time.perf_counter()
+        hypotheses = translate(sources)
+        seconds = time.perf_counter() - started
+        scores = corpus_scores(hypotheses, references, tokenized, lang=lang)
+        scores["decode_seconds"] = round(seconds, 1)
+        by_method[decoding.method] = scores
+        if primary_hypotheses is None:
+            primary_hypotheses = hypotheses
+    primary = evaluation.method
+    metrics = {**by_method[primary], "decoding": primary}
+    if len(by_method) > 1:
+        metrics["by_method"] = by_method
+    return metrics, primary_hypotheses
+
+
+def score_lines(metrics):
+    """One summary line per decoding method of `score_test_set`'s metrics."""
+    by_method = metrics.get("by_method", {metrics["decoding"]: metrics})
+    lines = []
+    for method, scores in by_method.items():
+        parts = [f"sacreBLEU {scores['sacrebleu']}"]
+        if "tokenized_bleu" in scores:
+            parts.append(f"tokenized BLEU {scores['tokenized_bleu']}")
+        parts.append(
+            f"exact match {scores['exact_match']:.4f} on "
+            f"{scores['sentences']} sentences"
+        )
+        lines.append(f"test ({method}): " + ", ".join(parts))
+    return lines

@@ -1,0 +1,85 @@
+"""Scoring and exporting a finished `keras-tfm train` run directory."""
+
+import dataclasses
+from pathlib import Path
+
+from keras_tfm.run_dir import RunDirectory
+
+
+def _flags(section, values):
+    """`RunConfig.from_dict` overrides from command-line values."""
+    return {
+        f"{section}.{key}": (f"--{key.replace('_', '-')}", value)
+        for key, value in values.items()
+    }
+
+
+def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None):
+    """Scores a finished run's model on its test set again.
+
+    Args:
+        run_dir: a `keras-tfm train` run directory.
+        data_dir: where its data is, if not where the run read it.
+        overrides: `{"key": value}` of `[evaluation]` keys (`method`,
+            `compare`, `beam_size`, ...); None values are ignored.
+        checkpoint: a `.keras` file to score instead of `model.keras`.
+
+    Returns:
+        The metrics `train` computes, without the training fields.
+    """
+    from keras_tfm.data import read_parallel
+    from keras_tfm.evaluation import read_tokenized_reference, score_test_set
+    from keras_tfm.run import data_directory
+
+    directory = RunDirectory(run_dir)
+    flags = _flags("evaluation", overrides or {})
+    flags["data.data_dir"] = ("--data-dir", None if data_dir is None else str(data_dir))
+    run = directory.load(model=checkpoint, overrides=flags)
+    config = run.config
+    data_dir = data_directory(config, directory)
+    test = read_parallel(data_dir, "test", config.data.src, config.data.tgt)
+    tokenized = read_tokenized_reference(config.evaluation, data_dir, len(test[1]))
+    metrics, _ = score_test_set(
+        run.model,
+        (run.src_tokenizer, run.tgt_tokenizer),
+        config.evaluation,
+        config.data.tgt,
+        test,
+        tokenized,
+    )
+    return metrics
+
+
+def export_run(run_dir, name, version=None, base_dir="saved_models", **decoding):
+    """Exports the model of a finished run directory for TF Serving.
+
+    Decoding options (`method`, `beam_size`, `length_penalty`,
+    `max_length`, `source_max_length`) come from the keyword arguments
+    (None values are ignored), then from the run's `[export]` section.
+
+    Returns:
+        The path of the new version folder.
+    """
+    from keras_tfm.export import ExportError, check_name, export_saved_model
+    from keras_tfm.model_versions import check_version_free
+
+    directory = RunDirectory(run_dir)
+    directory.finished_files()
+    # Fail before loading the model when the name or version cannot be used.
+    check_name(name)
+    if version is not None:
+        check_version_free(Path(base_dir) / name, version)
+    flags = _flags("export", decoding)
+    try:
+        run = directory.load(overrides=flags)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+    return export_saved_model(
+        run.model,
+        run.src_tokenizer,
+        run.tgt_tokenizer,
+        base_dir=base_dir,
+        name=name,
+        version=version,
+        **dataclasses.asdict(run.config.export),
+    )

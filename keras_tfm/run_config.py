@@ -1,0 +1,437 @@
+"""The training job's configuration: one frozen dataclass per TOML section.
+
+A config file has a top-level `name` and the sections `[data]`,
+`[tokenizer]`, `[model]`, `[training]`, `[evaluation]` and `[export]`, each
+optional. `load_run_config` reads it once: every key is checked for its
+type and range, unknown sections and keys are rejected with the closest
+valid name, and the checks that span sections (decoding lengths against the
+model's, shared embeddings against the vocabulary, ...) run before any data
+is read or model built. Unset keys take the defaults below; `to_toml` writes
+the resolved config, and a run's `config.json` holds the same values.
+
+Every error is a `ConfigError` whose one-line message names the file, the
+line when it can be found, the section and the key.
+"""
+
+import dataclasses
+
+from keras_tfm.config import (
+    DETERMINISTIC_METHODS,
+    PRESETS,
+    DecodingOptions,
+    FieldError,
+    TransformerConfig,
+)
+
+DEFAULT_CONFIG = "numbers"
+_DECODING = DecodingOptions()
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used; the message names the field."""
+
+
+# ------------------------------------------------------------------ sections
+def _number_in(owner, name, value, low, high=None, low_open=False):
+    if value is None:
+        return
+    too_low = value <= low if low_open else value < low
+    if too_low or (high is not None and value >= high):
+        bound = f"> {low}" if low_open else f">= {low}"
+        if high is not None:
+            bound = f"in [{low}, {high})"
+        raise FieldError(owner, name, f"must be {bound}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """`[data]`: where the parallel text comes from.
+
+    `task = "numbers"` generates the built-in German->English numbers task
+    into the run directory (`max_number`, `valid_size`, `test_size`);
+    `task = "files"` reads `{train,valid,test}.{src,tgt}` from `data_dir`
+    (setting `data_dir`, or `--data-dir`, implies it).
+    """
+
+    task: str = "numbers"
+    data_dir: str | None = None
+    src: str = "de"
+    tgt: str = "en"
+    max_number: int = 9999
+    valid_size: int = 500
+    test_size: int = 500
+
+    def __post_init__(self):
+        if self.data_dir is not None:
+            object.__setattr__(self, "task", "files")
+        if self.task not in ("numbers", "files"):
+            raise FieldError(
+                "data", "task", f"must be 'numbers' or 'files', got {self.task!r}"
+            )
+        if self.task == "files" and not self.data_dir:
+            raise FieldError("data", "data_dir", "is not set; pass --data-dir DIR")
+        for name in ("src", "tgt"):
+            value = getattr(self, name)
+            if not value or "/" in value or value.startswith("."):
+                raise FieldError("data", name, f"must be a file suffix, got {value!r}")
+        for name in ("max_number", "valid_size", "test_size"):
+            _number_in("data", name, getattr(self, name), 0)
+        if (
+            self.task == "numbers"
+            and self.valid_size + self.test_size > self.max_number
+        ):
+            raise FieldError(
+                "data",
+                "max_number",
+                f"={self.max_number} leaves no training numbers after "
+                f"valid_size + test_size = {self.valid_size + self.test_size}",
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+    """`[tokenizer]`: the SentencePiece models learned from the training text.
+
+    `shared = true` learns one joint model of `src_vocab_size` pieces for
+    both languages (needed by `[model] share_embeddings`). `tgt_vocab_size`
+    defaults to `src_vocab_size`.
+    """
+
+    model_type: str = "bpe"
+    shared: bool = False
+    src_vocab_size: int = 8000
+    tgt_vocab_size: int | None = None
+
+    def __post_init__(self):
+        if self.model_type not in ("bpe", "unigram"):
+            raise FieldError(
+                "tokenizer",
+                "model_type",
+                f"must be 'bpe' or 'unigram', got {self.model_type!r}",
+            )
+        if self.tgt_vocab_size is None:
+            object.__setattr__(self, "tgt_vocab_size", self.src_vocab_size)
+        for name in ("src_vocab_size", "tgt_vocab_size"):
+            # Four ids are reserved: padding, unknown, start and end.
+            _number_in("tokenizer", name, getattr(self, name), 5)
+        if self.shared and self.tgt_vocab_size != self.src_vocab_size:
+            raise FieldError(
+                "tokenizer",
+                "tgt_vocab_size",
+                f"={self.tgt_vocab_size} differs from src_vocab_size="
+                f"{self.src_vocab_size}, but shared = true learns one vocabulary",
+            )
+
+
+_MODEL_FIELDS = [
+    f
+    for f in dataclasses.fields(TransformerConfig)
+    if f.name not in ("src_vocab_size", "tgt_vocab_size")
+]
+
+
+def _model_section():
+    """`ModelConfig`: `preset` plus every `TransformerConfig` field but the
+    vocabulary sizes (which come from the tokenizers)."""
+    fields = [("preset", str | None, None)] + [
+        (f.name, f.type | None, None) for f in _MODEL_FIELDS
+    ]
+
+    def post_init(self):
+        if self.preset is not None and self.preset not in PRESETS:
+            raise FieldError(
+                "model",
+                "preset",
+                f"is unknown: {self.preset!r}; choose from {sorted(PRESETS)}",
+            )
+        preset = PRESETS.get(self.preset, {})
+        for f in _MODEL_FIELDS:
+            if getattr(self, f.name) is None:
+                object.__setattr__(self, f.name, preset.get(f.name, f.default))
+        try:  # TransformerConfig's own checks, with placeholder vocabularies
+            self.transformer_config(8, 8)
+        except FieldError as error:
+            raise FieldError("model", error.field, error.problem) from None
+
+    def transformer_config(self, src_vocab_size, tgt_vocab_size):
+        values = {f.name: getattr(self, f.name) for f in _MODEL_FIELDS}
+        return TransformerConfig(
+            src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, **values
+        )
+
+    return dataclasses.make_dataclass(
+        "ModelConfig",
+        fields,
+        frozen=True,
+        namespace={
+            "__post_init__": post_init,
+            "transformer_config": transformer_config,
+            "__doc__": "`[model]`: a preset (tiny, base, big) and any "
+            "`TransformerConfig` field; unset fields take the preset's value.",
+        },
+    )
+
+
+ModelConfig = _model_section()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """`[training]`: `model.fit` settings.
+
+    Batches hold `batch_size` sentences, or with `batch_tokens` sentences of
+    similar length up to that many tokens per side (set one; the default is
+    64 sentences). `time_limit_minutes` stops after the last whole epoch
+    that fits; `average_checkpoints = N` evaluates the mean of the last N
+    epochs' weights. `verbose` is fit's (default: a progress bar on a
+    terminal, a line per epoch otherwise).
+    """
+
+    epochs: int = 10
+    batch_size: int | None = None
+    batch_tokens: int | None = None
+    warmup_steps: int = 4000
+    learning_rate_scale: float = 1.0
+    label_smoothing: float = 0.1
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    early_stopping_patience: int = 0
+    seed: int = 0
+    time_limit_minutes: float | None = None
+    average_checkpoints: int = 1
+    verbose: int | None = None
+
+    def __post_init__(self):
+        if self.batch_size is not None and self.batch_tokens is not None:
+            raise FieldError(
+                "training", "batch_tokens", "and batch_size are both set; set one"
+            )
+        if self.batch_tokens is None and self.batch_size is None:
+            object.__setattr__(self, "batch_size", 64)
+        for name in ("epochs", "batch_size", "batch_tokens", "warmup_steps"):
+            _number_in("training", name, getattr(self, name), 1)
+        for name in ("early_stopping_patience", "seed"):
+            _number_in("training", name, getattr(self, name), 0)
+        _number_in("training", "average_checkpoints", self.average_checkpoints, 1)
+        _number_in(
+            "training",
+            "learning_rate_scale",
+            self.learning_rate_scale,
+            0,
+            low_open=True,
+        )
+        _number_in(
+            "training", "time_limit_minutes", self.time_limit_minutes, 0, low_open=True
+        )
+        _number_in("training", "label_smoothing", self.label_smoothing, 0, 1)
+        if self.verbose not in (None, 0, 1, 2):
+            raise FieldError(
+                "training", "verbose", f"must be 0, 1 or 2, got {self.verbose!r}"
+            )
+
+
+def _decoding_options(section, values):
+    """A section's decoding keys as `DecodingOptions`, checked for serving."""
+    try:
+        return DecodingOptions(
+            method=values.method,
+            beam_size=values.beam_size,
+            length_penalty=values.length_penalty,
+            max_length=values.max_length,
+        ).require_deterministic()
+    except FieldError as error:
+        raise FieldError(section, error.field, error.problem) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """`[evaluation]`: how the test split is translated and scored.
+
+    The decoding keys (`method`, `beam_size`, `length_penalty`,
+    `max_length`) are `DecodingOptions`, with its defaults; `compare` lists
+    more methods to score alongside; `tokenized_reference` (relative to the
+    data directory) adds tokenized BLEU; `samples` sentences of the valid
+    split are translated into TensorBoard every epoch.
+    """
+
+    method: str = _DECODING.method
+    beam_size: int = _DECODING.beam_size
+    length_penalty: float = _DECODING.length_penalty
+    max_length: int | None = _DECODING.max_length
+    compare: tuple[str, ...] = ()
+    batch_size: int = 64
+    samples: int = 4
+    tokenized_reference: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "method", _decoding_options("evaluation", self).method)
+        for method in self.compare:
+            if method not in DETERMINISTIC_METHODS:
+                raise FieldError(
+                    "evaluation",
+                    "compare",
+                    f"methods must be in {DETERMINISTIC_METHODS}, got {method!r}",
+                )
+        _number_in("evaluation", "batch_size", self.batch_size, 1)
+        _number_in("evaluation", "samples", self.samples, 0)
+
+    @property
+    def decoding(self):
+        return _decoding_options("evaluation", self)
+
+    def methods(self):
+        """`DecodingOptions` of the primary method, then of `compare`'s others."""
+        others = [m for m in self.compare if m != self.method]
+        return [self.decoding] + [
+            dataclasses.replace(self.decoding, method=m) for m in dict.fromkeys(others)
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """`[export]`: decoding inside the exported SavedModel (fixed at export).
+
+    `DecodingOptions` with its defaults, and `source_max_length`, the most
+    source tokens read (default: the model's `max_length`).
+    """
+
+    method: str = _DECODING.method
+    beam_size: int = _DECODING.beam_size
+    length_penalty: float = _DECODING.length_penalty
+    max_length: int | None = _DECODING.max_length
+    source_max_length: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "method", _decoding_options("export", self).method)
+        _number_in("export", "source_max_length", self.source_max_length, 1)
+
+    @property
+    def decoding(self):
+        return _decoding_options("export", self)
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "tokenizer": TokenizerConfig,
+    "model": ModelConfig,
+    "training": TrainingConfig,
+    "evaluation": EvaluationConfig,
+    "export": ExportConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A whole training job: its `name` and one config per section.
+
+    Construct it with `load_run_config` or `RunConfig.from_dict`, which check
+    types and names; the constructor runs the checks across sections and
+    fills in the decoding lengths from the model's `max_length`.
+    """
+
+    name: str = "run"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    # Where the config came from, for error messages; not part of the config.
+    source: str = dataclasses.field(default="<config>", compare=False, repr=False)
+
+    def __post_init__(self):
+        limit = self.model.max_length
+        for section, key in (
+            ("evaluation", "max_length"),
+            ("export", "max_length"),
+            ("export", "source_max_length"),
+        ):
+            values = getattr(self, section)
+            value = getattr(values, key)
+            if value is None:
+                value = limit
+                object.__setattr__(
+                    self, section, dataclasses.replace(values, **{key: value})
+                )
+            if value > limit:
+                raise FieldError(
+                    section, key, f"is {value}, more than [model] max_length {limit}"
+                )
+        if self.model.share_embeddings and not self.tokenizer.shared:
+            raise FieldError(
+                "model",
+                "share_embeddings",
+                "= true needs one vocabulary for both languages: set "
+                "[tokenizer] shared = true",
+            )
+        batch_tokens = self.training.batch_tokens
+        if batch_tokens is not None and batch_tokens < limit:
+            raise FieldError(
+                "training",
+                "batch_tokens",
+                f"is {batch_tokens}, less than [model] max_length {limit}: the "
+                "longest sentences would fit in no batch",
+            )
+
+    @classmethod
+    def from_dict(cls, raw, source="<config>", text=None, overrides=None):
+        """Builds a checked config from a TOML or JSON mapping.
+
+        Args:
+            raw: `{"name": ..., "data": {...}, ...}`.
+            source: the file name for error messages.
+            text: the file's text, to find the line of a bad key.
+            overrides: `{"section.key": (flag, value)}` from the command
+                line; they replace the file's values (None values are
+                skipped) and errors in them name the flag.
+
+        Raises:
+            ConfigError: one line naming the file, line, section and key.
+        """
+        from keras_tfm.config_file import run_config_from_dict
+
+        return run_config_from_dict(raw, source, text, overrides)
+
+    def updated(self, values):
+        """A copy with `{"section.key": value}` replaced, checked again."""
+        overrides = {key: (key, value) for key, value in values.items()}
+        return type(self).from_dict(self.to_dict(), self.source, overrides=overrides)
+
+    def to_dict(self):
+        """The resolved config as plain values (what `config.json` holds)."""
+        result = {"name": self.name}
+        for section in SECTIONS:
+            values = dataclasses.asdict(getattr(self, section))
+            result[section] = {
+                k: list(v) if isinstance(v, tuple) else v for k, v in values.items()
+            }
+        return result
+
+    def to_toml(self):
+        """The resolved config as TOML; unset keys appear as comments."""
+        from keras_tfm.config_file import toml_value
+
+        lines = [f"name = {toml_value(self.name)}"]
+        for section, values in self.to_dict().items():
+            if section == "name":
+                continue
+            lines += ["", f"[{section}]"]
+            for key, value in values.items():
+                if value is None:
+                    lines.append(f"# {key} is not set")
+                else:
+                    lines.append(f"{key} = {toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def load_run_config(path=None, overrides=None):
+    """Reads and checks a TOML training config; None: the built-in default task.
+
+    `overrides` are command-line values, as `RunConfig.from_dict` takes them.
+
+    Raises:
+        ConfigError: one line naming the file, line, section and key.
+    """
+    from keras_tfm.config_file import read_run_config
+
+    return read_run_config(path, overrides)
