@@ -136,7 +136,7 @@ class TransformerConfig:
             raise FieldError(
                 owner,
                 "d_model",
-                f"={self.d_model} is not divisible by num_heads={self.num_heads}",
+                f"({self.d_model}) is not divisible by num_heads ({self.num_heads})",
             )
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise FieldError(

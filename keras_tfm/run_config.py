@@ -69,7 +69,11 @@ class DataConfig:
                 "data", "task", f"must be 'numbers' or 'files', got {self.task!r}"
             )
         if self.task == "files" and not self.data_dir:
-            raise FieldError("data", "data_dir", "is not set; pass --data-dir DIR")
+            raise FieldError(
+                "data",
+                "task",
+                "= 'files' needs data_dir: set it or pass --data-dir DIR",
+            )
         for name in ("src", "tgt"):
             value = getattr(self, name)
             if not value or "/" in value or value.startswith("."):
@@ -83,7 +87,7 @@ class DataConfig:
             raise FieldError(
                 "data",
                 "max_number",
-                f"={self.max_number} leaves no training numbers after "
+                f"({self.max_number}) leaves no training numbers after "
                 f"valid_size + test_size = {self.valid_size + self.test_size}",
             )
 
@@ -118,8 +122,8 @@ class TokenizerConfig:
             raise FieldError(
                 "tokenizer",
                 "tgt_vocab_size",
-                f"={self.tgt_vocab_size} differs from src_vocab_size="
-                f"{self.src_vocab_size}, but shared = true learns one vocabulary",
+                f"({self.tgt_vocab_size}) differs from src_vocab_size "
+                f"({self.src_vocab_size}), but shared = true learns one vocabulary",
             )
 
 

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -141,6 +142,69 @@ def tiny_run(tmp_path_factory):
     return run_dir, result.stdout
 
 
+@pytest.mark.slow
+def test_config_json_is_the_resolved_config(tiny_run):
+    from keras_tfm.run_config import load_run_config
+
+    run_dir, _ = tiny_run
+    expected = load_run_config(
+        run_dir.parent / "tiny.toml", overrides={"training.epochs": ("--epochs", 2)}
+    )
+    written = json.loads((run_dir / "config.json").read_text())
+    assert written == expected.to_dict()
+    assert written["training"]["epochs"] == 2
+    assert written["training"]["average_checkpoints"] == 2
+    # Defaults are filled in: the export section the file leaves out.
+    assert written["export"] == {
+        "method": "beam",
+        "beam_size": 4,
+        "length_penalty": 0.6,
+        "max_length": MAX_LENGTH,
+        "source_max_length": MAX_LENGTH,
+    }
+
+
+def test_print_config_prints_the_resolved_config_and_trains_nothing(
+    tmp_path, capsys, monkeypatch
+):
+    from keras_tfm.cli import main
+    from keras_tfm.run_config import RunConfig, load_run_config
+
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(["train", "--config", str(TINY), "--epochs", "2", "--print-config"]) == 0
+    )
+    printed = tomllib.loads(capsys.readouterr().out)
+    expected = load_run_config(TINY, overrides={"training.epochs": ("--epochs", 2)})
+    assert RunConfig.from_dict(printed) == expected
+    assert printed["training"]["epochs"] == 2 and printed["model"]["pre_norm"] is False
+    assert main(["train", "--print-config"]) == 0
+    default = tomllib.loads(capsys.readouterr().out)
+    assert default["name"] == "numbers" and default["training"]["jit_compile"] is True
+    assert list(tmp_path.iterdir()) == []  # no run directory, no files
+
+
+@pytest.mark.slow
+def test_train_restores_the_dtype_policy(tmp_path):
+    """A Python caller's next model is float32 again after a bfloat16 run."""
+    import keras
+
+    from keras_tfm.run import train
+    from keras_tfm.run_config import load_run_config
+
+    config = load_run_config(TINY).updated(
+        {"training.mixed_precision": True, "training.epochs": 1}
+    )
+    assert keras.config.dtype_policy().name == "float32"
+    lines = []
+    train(config, run_dir=tmp_path / "run", export=False, log=lines.append)
+    assert keras.config.dtype_policy().name == "float32"
+    saved = keras.saving.load_model(tmp_path / "run" / "model.keras", compile=False)
+    assert saved.get_layer("encoder").dtype_policy.name == "mixed_bfloat16"
+    assert any(line.startswith("test (greedy): ") for line in lines)
+
+
+@pytest.mark.slow
 def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
     import keras
     import sacrebleu
@@ -242,6 +306,7 @@ def evaluate_cli(*args):
     )
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_path):
     from keras_tfm.scoring import moses_tokenize
 
@@ -310,6 +375,7 @@ def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_pat
     assert json.loads(result.stdout)["sacrebleu"] == pytest.approx(round(bleu, 2))
 
 
+@pytest.mark.slow
 def test_evaluate_rejects_a_reference_of_the_wrong_length(tiny_run, tmp_path):
     run_dir, _ = tiny_run
     reference = tmp_path / "short.tok.en"
@@ -387,6 +453,7 @@ def tensorboard_server(tiny_run):
         process.stdout.close()
 
 
+@pytest.mark.slow
 def test_tensorboard_serves_the_logged_scalars_and_samples(
     tiny_run, tensorboard_server
 ):
@@ -482,6 +549,7 @@ def wait_for_backup(path, process, timeout=180):
     raise AssertionError("no backup after one epoch")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_the_backup(tmp_path):
     run_dir = tmp_path / "run"
     args = ("--config", TINY, "--run-dir", run_dir, "--no-export")
@@ -560,6 +628,7 @@ def scalar_events_file(path, tag):
 
 
 # ---------------------------------------------------------------- NaN
+@pytest.mark.slow
 def test_nan_loss_exits_3_naming_step_and_epoch(tmp_path):
     config = tmp_path / "nan.toml"
     config.write_text(
@@ -731,6 +800,11 @@ CONFIG_CASES = {
         at("batch_tokens = 16") + ": [training] batch_tokens is 16, less than "
         "[model] max_length 24: the longest sentences would fit in no batch",
     ),
+    "data_dir_missing": (
+        config_with('task = "numbers"', 'task = "files"'),
+        at('task = "files"') + ": [data] task = 'files' needs data_dir: set it or "
+        "pass --data-dir DIR",
+    ),
     "malformed": (
         config_with("d_model = 32", "d_model = = 32"),
         f"{{path}}: Invalid value (at line {tiny_line('d_model = 32')}, column 11)",
@@ -758,11 +832,22 @@ def config_case(name, tmp):
     )
 
 
+def flag_case(name, tmp):
+    return "--epochs 0: [training] epochs must be >= 1, got 0", (
+        "--config", TINY, "--epochs", 0, "--run-dir", tmp / "run", "--no-export",
+    )  # fmt: skip
+
+
+FLAG_CASES = {"epochs_flag": flag_case}
+
+
 def bad_case(name, tmp):
+    if name in FLAG_CASES:
+        return flag_case(name, tmp)
     return (data_case if name in DATA_CASES else config_case)(name, tmp)
 
 
-@pytest.mark.parametrize("case", [*DATA_CASES, *CONFIG_CASES])
+@pytest.mark.parametrize("case", [*DATA_CASES, *CONFIG_CASES, *FLAG_CASES])
 def test_bad_input_returns_2_with_one_line(case, tmp_path, capsys):
     from keras_tfm.cli import main
 
@@ -772,7 +857,7 @@ def test_bad_input_returns_2_with_one_line(case, tmp_path, capsys):
     assert captured.err == f"keras-tfm: error: {message}\n"
     assert "Epoch 1/" not in captured.out
     assert not (tmp_path / "run" / "metrics.json").exists()
-    if case in CONFIG_CASES:
+    if case not in DATA_CASES:
         # Found before any data was read or model built.
         assert not (tmp_path / "run").exists()
 

@@ -34,9 +34,14 @@ from keras_tfm.numbers_task import number_pairs
 from keras_tfm.run_config import RunConfig
 from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
 
-pytestmark = pytest.mark.skipif(
-    keras.config.backend() != "tensorflow", reason="SavedModel export needs TensorFlow"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        keras.config.backend() != "tensorflow",
+        reason="SavedModel export needs TensorFlow",
+    ),
+    # Every test needs the trained model, and several start processes.
+    pytest.mark.slow,
+]
 
 HERE = Path(__file__).resolve().parent
 CLIENT = HERE / "serving_client.py"

@@ -6,6 +6,8 @@ functional model over the returned tokens, in numpy. Under JAX each eager
 greedy results (module fixtures) and keep one input shape per model.
 """
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -235,6 +237,80 @@ def test_beam_search_with_length_penalty_cached_matches_uncached(trained, greedy
     np.testing.assert_array_equal(cached, reference)
     np.testing.assert_allclose(scores, reference_scores, rtol=1e-5, atol=1e-5)
     beam_raw_and_check_score(trained, source, cached, scores, 0.6)
+
+
+def exhaustive_search(model, source, max_length, alpha):
+    """Every finished hypothesis of every source row, scored by teacher forcing.
+
+    A hypothesis is non-end, non-padding tokens followed by END, at most
+    `max_length` long. Returns `(hypotheses (n, max_length), normalized
+    scores (rows, n))` with the GNMT length penalty of exponent `alpha`.
+    """
+    vocab = model.get_layer("output_logits").vocab_size
+    others = [t for t in range(1, vocab) if t != END]
+    hypotheses = [
+        list(prefix) + [END]
+        for length in range(1, max_length + 1)
+        for prefix in itertools.product(others, repeat=length - 1)
+    ]
+    tokens = np.zeros((len(hypotheses), max_length), "int32")
+    for row, hypothesis in enumerate(hypotheses):
+        tokens[row, : len(hypothesis)] = hypothesis
+    lengths = np.array([len(h) for h in hypotheses], np.float64)
+    penalty = ((5.0 + lengths) / 6.0) ** alpha
+    scores = []
+    for row in source:
+        repeated = np.repeat(row[None], len(hypotheses), axis=0)
+        _, steps = teacher_forced(model, repeated, tokens)
+        scores.append(steps.astype(np.float64).sum(1) / penalty)
+    return tokens, np.array(scores)
+
+
+def numpy_initialised_model(seed):
+    """A tiny model with 5 target ids whose weights come from NumPy, so that
+    it is the same model under every backend."""
+    model = tiny_model(0, tgt_vocab_size=5)
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        if "gamma" in variable.path:
+            value = 1.0 + 0.1 * rng.normal(size=shape)
+        elif len(shape) == 1 or "bias" in variable.path:
+            value = 0.1 * rng.normal(size=shape)
+        else:
+            value = rng.normal(size=shape) / np.sqrt(shape[0])
+        variable.assign(value.astype("float32"))
+    # Sharper output distributions, so that scores are far apart.
+    output = model.get_layer("output_logits")
+    output.kernel.assign(2.0 * keras.ops.convert_to_numpy(output.kernel))
+    return model
+
+
+def test_wide_beam_search_finds_the_exhaustive_best():
+    """A beam wider than every candidate set is exact: for each source and
+    length penalty it must return the best of all 121 finished hypotheses
+    (4 target ids, up to 5 tokens), found here by scoring every one of them
+    with a teacher-forced pass."""
+    model = numpy_initialised_model(1)
+    source = random_sources(2, 6, 5)
+    max_length = 5
+    best_lengths = set()
+    for alpha in (0.0, 0.6, 1.5):
+        hypotheses, scores = exhaustive_search(model, source, max_length, alpha)
+        best = scores.argmax(1)
+        ranked = np.sort(scores, axis=1)
+        # The best is clear of the runner-up by more than rounding.
+        assert np.all(ranked[:, -1] - ranked[:, -2] > 1e-3)
+        # At most 3**4 live beams x 5 ids = 405 candidates at the last step.
+        tokens, beam_scores = run(
+            model, source, method="beam", beam_size=405, length_penalty=alpha,
+            max_length=max_length,
+        )  # fmt: skip
+        np.testing.assert_array_equal(tokens, hypotheses[best], err_msg=str(alpha))
+        np.testing.assert_allclose(beam_scores, ranked[:, -1], rtol=1e-4, atol=1e-4)
+        best_lengths.update((hypotheses[best] != 0).sum(1).tolist())
+    # The penalty changes which hypothesis wins: lengths 1 to 5 are covered.
+    assert len(best_lengths) >= 2
 
 
 def sampled_steps(model, source, tokens, temperature):

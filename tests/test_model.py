@@ -109,6 +109,7 @@ def test_base_preset_parameter_count():
     assert model.count_params() == expected_parameter_count(config) == 63_082_496
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_runs_with_float32_logits():
     keras.config.set_dtype_policy("mixed_bfloat16")
     model = build_transformer(small_config(tie_output=True))
@@ -129,6 +130,7 @@ def test_mixed_bfloat16_runs_with_float32_logits():
     assert np.all(np.isfinite(history.history["loss"]))
 
 
+@pytest.mark.slow
 def test_save_and_load_in_fresh_process(tmp_path):
     model = build_transformer(small_config(tie_output=True, pre_norm=True))
     rng = np.random.default_rng(3)
@@ -170,6 +172,7 @@ def reverse_task(count, seed, vocab=12, max_len=8):
     return {"source": source, "target": decoder_input}, labels
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_to_reverse():
     keras.utils.set_random_seed(0)
     config = TransformerConfig.preset(

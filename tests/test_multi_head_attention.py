@@ -4,11 +4,14 @@ import pytest
 from conftest import assert_config_round_trip, to_numpy
 from test_scaled_dot_product_attention import reference_attention
 
-from keras_tfm.layers import MultiHeadAttention
+from keras_tfm import TransformerConfig, build_transformer
+from keras_tfm.layers import MultiHeadAttention, scaled_dot_product_attention
+from keras_tfm.layers.multi_head_attention import write_cache
 
 
-def numpy_multi_head(layer, query, value, mask=None):
+def numpy_multi_head(layer, query, value, mask=None, key=None):
     """Equation of section 3.2.2 from the layer's own weights, in float64."""
+    key = value if key is None else key
     w = {
         name: [np.asarray(to_numpy(v), np.float64) for v in sub.weights]
         for name, sub in [
@@ -19,7 +22,7 @@ def numpy_multi_head(layer, query, value, mask=None):
         ]
     }
     q = np.einsum("btd,dhk->bthk", query, w["q"][0]) + w["q"][1]
-    k = np.einsum("btd,dhk->bthk", value, w["k"][0]) + w["k"][1]
+    k = np.einsum("btd,dhk->bthk", key, w["k"][0]) + w["k"][1]
     v = np.einsum("btd,dhk->bthk", value, w["v"][0]) + w["v"][1]
     heads, _ = reference_attention(q, k, v, None if mask is None else mask[:, None])
     return np.einsum("bthk,hkd->btd", heads, w["o"][0]) + w["o"][1]
@@ -135,3 +138,91 @@ def test_config_round_trip():
     assert_config_round_trip(
         MultiHeadAttention(num_heads=4, use_bias=False), query, memory
     )
+
+
+def test_cross_attention_with_keys_different_from_values():
+    """Keys and values from different sequences: the key projection reads
+    `key`, the value projection reads `value`; cached or not."""
+    query, memory = inputs(7)
+    _, keys = inputs(8)
+    padding = np.array([[1, 1, 1, 1, 0, 0], [1] * 6], bool)
+    layer = MultiHeadAttention(num_heads=4)
+    got = to_numpy(layer(query, memory, key=keys, key_mask=padding))
+    mask = np.broadcast_to(padding[:, None, :], (2, 5, 6))
+    expected = numpy_multi_head(layer, query, memory, mask, key=keys)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # Swapping the roles changes the result: neither input is ignored.
+    swapped = numpy_multi_head(layer, query, keys, mask, key=memory)
+    assert np.abs(swapped - expected).max() > 1e-2
+    cache = layer.compute_cache(memory, key=keys)
+    cached, _ = layer(query, cache=cache, key_mask=padding)
+    np.testing.assert_allclose(to_numpy(cached), expected, atol=1e-5)
+
+
+def test_attention_dropout_drops_weights_and_rescales_the_rest():
+    """With values = identity the output is the (dropped) weight matrix."""
+    rng = np.random.default_rng(9)
+    # d_v = key length = d_k (JAX's fused kernel needs d_v == d_k).
+    batch, length, rate = 100, 8, 0.3
+    q = rng.normal(size=(batch, length, 1, length)).astype("float32")
+    k = rng.normal(size=(batch, length, 1, length)).astype("float32")
+    identity = np.broadcast_to(
+        np.eye(length, dtype="float32")[None, :, None], (batch, length, 1, length)
+    )
+    seed = keras.random.SeedGenerator(0)
+    dropped, weights = scaled_dot_product_attention(
+        q, k, identity, dropout_rate=rate, training=True, seed_generator=seed,
+        return_attention_scores=True,
+    )  # fmt: skip
+    dropped = to_numpy(dropped)[:, :, 0]  # (batch, query, key)
+    weights = to_numpy(weights)[:, 0]
+    kept = dropped != 0
+    np.testing.assert_allclose(dropped[kept], weights[kept] / (1 - rate), rtol=1e-5)
+    # 6,400 weights: the share dropped is within 4 standard deviations of 0.3.
+    share = 1 - kept.mean()
+    assert abs(share - rate) < 4 * np.sqrt(rate * (1 - rate) / kept.size), share
+    # Inference ignores the rate.
+    plain = scaled_dot_product_attention(
+        q, k, identity, dropout_rate=rate, training=False, seed_generator=seed
+    )
+    np.testing.assert_allclose(to_numpy(plain)[:, :, 0], weights, rtol=1e-6)
+
+
+def test_attention_dropout_reaches_every_attention_of_the_model():
+    config = TransformerConfig(
+        src_vocab_size=20, tgt_vocab_size=20, d_model=16, num_heads=2, d_ff=32,
+        num_encoder_layers=2, num_decoder_layers=2, dropout=0.0,
+        attention_dropout=0.25, max_length=8,
+    )  # fmt: skip
+    model = build_transformer(config)
+    attentions = [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, MultiHeadAttention)
+    ]
+    assert len(attentions) == 6  # 2 encoder self, 2 decoder self, 2 cross
+    assert {a.dropout for a in attentions} == {0.25}
+    rng = np.random.default_rng(10)
+    ids = {
+        "source": rng.integers(3, 20, (2, 8)).astype("int32"),
+        "target": rng.integers(3, 20, (2, 8)).astype("int32"),
+    }
+    # Residual dropout is 0: only attention dropout can make these differ.
+    first, second = (to_numpy(model(ids, training=True)) for _ in range(2))
+    assert np.abs(first - second).max() > 1e-3
+    np.testing.assert_array_equal(
+        to_numpy(model(ids, training=False)), to_numpy(model(ids, training=False))
+    )
+
+
+def test_write_cache_writes_keys_and_values_at_the_positions():
+    rng = np.random.default_rng(11)
+    cache = rng.normal(size=(3, 2, 9, 2, 4)).astype("float32")
+    keys = rng.normal(size=(3, 2, 2, 4)).astype("float32")
+    values = rng.normal(size=(3, 2, 2, 4)).astype("float32")
+    for start in (0, 4, 7):
+        expected = cache.copy()
+        expected[:, 0, start : start + 2] = keys
+        expected[:, 1, start : start + 2] = values
+        got = write_cache(cache, keras.ops.convert_to_tensor(start), keys, values)
+        np.testing.assert_array_equal(to_numpy(got), expected)
