@@ -1,32 +1,34 @@
-"""Reading a `RunConfig` from TOML (or JSON) with precise messages.
+"""Reading a config of frozen dataclass sections from TOML, with precise messages.
 
-`read_run_config` parses the file and `run_config_from_dict` builds the
-config: `check_type` checks each value against its dataclass field's
-annotation, `unknown_name` suggests the closest valid name, and `Locator`
-finds the line of a key in the file's text for the message. `toml_value`
-writes values back for `RunConfig.to_toml`.
+`read_toml` parses the file and `build_config` builds the config:
+`check_type` checks each value against its dataclass field's annotation,
+`unknown_name` suggests the closest valid name, and `Locator` finds the line
+of a key in the file's text for the message. `toml_value` writes values
+back. Nothing here knows the training job's sections (`keras_tfm.run_config`
+defines them).
 """
 
 import dataclasses
 import difflib
 import re
 import tomllib
-from importlib import resources
 from pathlib import Path
 
 from keras_tfm.config import FieldError
-from keras_tfm.run_config import DEFAULT_CONFIG, SECTIONS, ConfigError, RunConfig
 
 
-def read_run_config(path, overrides=None):
-    """`load_run_config`: the file at `path` (None: the built-in default)."""
+class ConfigError(ValueError):
+    """A config that cannot be used; the one-line message names the field."""
+
+
+def read_toml(path, default_text, default_source):
+    """`(mapping, text, source)` of the TOML file at `path` (None: the default).
+
+    Raises:
+        ConfigError: when the file cannot be read or is not TOML.
+    """
     if path is None:
-        text = (
-            resources.files("keras_tfm")
-            .joinpath("configs", f"{DEFAULT_CONFIG}.toml")
-            .read_text(encoding="utf-8")
-        )
-        source = f"<built-in {DEFAULT_CONFIG}.toml>"
+        text, source = default_text, default_source
     else:
         source = str(path)
         try:
@@ -38,41 +40,72 @@ def read_run_config(path, overrides=None):
         except UnicodeDecodeError as error:
             raise ConfigError(f"{source}: not UTF-8 ({error.reason})") from None
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text), text, source
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: {error}") from None
-    return run_config_from_dict(raw, source, text, overrides)
 
 
-def run_config_from_dict(raw, source, text=None, overrides=None):
-    """`RunConfig.from_dict`."""
+def build_config(config_cls, sections, raw, source, text=None, overrides=None):
+    """`config_cls(name=..., source=..., **sections)` from a TOML/JSON mapping.
+
+    Args:
+        config_cls: the whole config's dataclass.
+        sections: `{section name: section dataclass}`.
+        raw: `{"name": ..., section: {...}, ...}`.
+        source: the file name, for messages.
+        text: the file's text, to find the line of a bad key.
+        overrides: `{"section.key": (flag, value)}`; they replace the file's
+            values (None values are skipped) and messages name the flag.
+
+    Raises:
+        ConfigError: naming the file, line, section and key.
+    """
     overrides = {k: v for k, v in (overrides or {}).items() if v[1] is not None}
     where = Locator(source, text, overrides)
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a config must be a table of sections")
     for key, value in raw.items():
-        if key in SECTIONS:
+        if key in sections:
             if not isinstance(value, dict):
                 raise ConfigError(where(None, key, "must be a table [" + key + "]"))
         elif isinstance(value, dict):
-            problem = unknown_name(key, list(SECTIONS), form="[{}]")
+            problem = unknown_name(key, list(sections), form="[{}]")
             raise ConfigError(where(None, key, problem, label=f"section [{key}]"))
         elif key != "name":
             raise ConfigError(where(None, key, unknown_name(key, ["name"])))
-    sections = {}
+    built = {}
     try:
-        for section, section_cls in SECTIONS.items():
+        for section, section_cls in sections.items():
             values = dict(raw.get(section, {}))
             for dotted, (_, value) in overrides.items():
                 if dotted.startswith(section + "."):
                     values[dotted.split(".", 1)[1]] = value
-            sections[section] = build_section(section, section_cls, values)
+            built[section] = build_section(section, section_cls, values)
         name = raw.get("name", Path(source).stem)
         if not isinstance(name, str) or not name:
             raise FieldError(None, "name", f"must be a non-empty string, got {name!r}")
-        return RunConfig(name=name, source=source, **sections)
+        return config_cls(name=name, source=source, **built)
     except FieldError as error:
         raise ConfigError(where(error.owner, error.field, error.problem)) from None
+
+
+def check_range(owner, name, value, low, high=None, low_open=False):
+    """FieldError unless `value` (None: not set) is in the given range."""
+    if value is None:
+        return
+    too_low = value <= low if low_open else value < low
+    if too_low or (high is not None and value >= high):
+        bound = f"> {low}" if low_open else f">= {low}"
+        if high is not None:
+            bound = f"in [{low}, {high})"
+        raise FieldError(owner, name, f"must be {bound}, got {value!r}")
+
+
+def check_choice(section, name, value, choices):
+    """FieldError unless `value` is one of `choices`."""
+    if value not in choices:
+        listed = ", ".join(repr(choice) for choice in choices)
+        raise FieldError(section, name, f"must be one of {listed}, got {value!r}")
 
 
 def build_section(section, section_cls, values):

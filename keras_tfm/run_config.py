@@ -14,6 +14,7 @@ line when it can be found, the section and the key.
 """
 
 import dataclasses
+from importlib import resources
 
 from keras_tfm.config import (
     DETERMINISTIC_METHODS,
@@ -22,27 +23,33 @@ from keras_tfm.config import (
     FieldError,
     TransformerConfig,
 )
+from keras_tfm.config_file import (
+    ConfigError,
+    build_config,
+    check_choice,
+    check_range,
+    read_toml,
+    toml_value,
+)
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "EvaluationConfig",
+    "ExportConfig",
+    "ModelConfig",
+    "RunConfig",
+    "SECTIONS",
+    "TokenizerConfig",
+    "TrainingConfig",
+    "load_run_config",
+]
 
 DEFAULT_CONFIG = "numbers"
 _DECODING = DecodingOptions()
 
 
-class ConfigError(ValueError):
-    """A training config that cannot be used; the message names the field."""
-
-
 # ------------------------------------------------------------------ sections
-def _number_in(owner, name, value, low, high=None, low_open=False):
-    if value is None:
-        return
-    too_low = value <= low if low_open else value < low
-    if too_low or (high is not None and value >= high):
-        bound = f"> {low}" if low_open else f">= {low}"
-        if high is not None:
-            bound = f"in [{low}, {high})"
-        raise FieldError(owner, name, f"must be {bound}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """`[data]`: where the parallel text comes from.
@@ -64,10 +71,7 @@ class DataConfig:
     def __post_init__(self):
         if self.data_dir is not None:
             object.__setattr__(self, "task", "files")
-        if self.task not in ("numbers", "files"):
-            raise FieldError(
-                "data", "task", f"must be 'numbers' or 'files', got {self.task!r}"
-            )
+        check_choice("data", "task", self.task, ("numbers", "files"))
         if self.task == "files" and not self.data_dir:
             raise FieldError(
                 "data",
@@ -79,7 +83,7 @@ class DataConfig:
             if not value or "/" in value or value.startswith("."):
                 raise FieldError("data", name, f"must be a file suffix, got {value!r}")
         for name in ("max_number", "valid_size", "test_size"):
-            _number_in("data", name, getattr(self, name), 0)
+            check_range("data", name, getattr(self, name), 0)
         if (
             self.task == "numbers"
             and self.valid_size + self.test_size > self.max_number
@@ -107,17 +111,12 @@ class TokenizerConfig:
     tgt_vocab_size: int | None = None
 
     def __post_init__(self):
-        if self.model_type not in ("bpe", "unigram"):
-            raise FieldError(
-                "tokenizer",
-                "model_type",
-                f"must be 'bpe' or 'unigram', got {self.model_type!r}",
-            )
+        check_choice("tokenizer", "model_type", self.model_type, ("bpe", "unigram"))
         if self.tgt_vocab_size is None:
             object.__setattr__(self, "tgt_vocab_size", self.src_vocab_size)
         for name in ("src_vocab_size", "tgt_vocab_size"):
             # Four ids are reserved: padding, unknown, start and end.
-            _number_in("tokenizer", name, getattr(self, name), 5)
+            check_range("tokenizer", name, getattr(self, name), 5)
         if self.shared and self.tgt_vocab_size != self.src_vocab_size:
             raise FieldError(
                 "tokenizer",
@@ -213,42 +212,55 @@ class TrainingConfig:
         if self.batch_tokens is None and self.batch_size is None:
             object.__setattr__(self, "batch_size", 64)
         for name in ("epochs", "batch_size", "batch_tokens", "warmup_steps"):
-            _number_in("training", name, getattr(self, name), 1)
+            check_range("training", name, getattr(self, name), 1)
         for name in ("early_stopping_patience", "seed"):
-            _number_in("training", name, getattr(self, name), 0)
-        _number_in("training", "average_checkpoints", self.average_checkpoints, 1)
-        _number_in(
+            check_range("training", name, getattr(self, name), 0)
+        check_range("training", "average_checkpoints", self.average_checkpoints, 1)
+        check_range(
             "training",
             "learning_rate_scale",
             self.learning_rate_scale,
             0,
             low_open=True,
         )
-        _number_in(
+        check_range(
             "training", "time_limit_minutes", self.time_limit_minutes, 0, low_open=True
         )
-        _number_in("training", "label_smoothing", self.label_smoothing, 0, 1)
-        if self.verbose not in (None, 0, 1, 2):
-            raise FieldError(
-                "training", "verbose", f"must be 0, 1 or 2, got {self.verbose!r}"
-            )
-
-
-def _decoding_options(section, values):
-    """A section's decoding keys as `DecodingOptions`, checked for serving."""
-    try:
-        return DecodingOptions(
-            method=values.method,
-            beam_size=values.beam_size,
-            length_penalty=values.length_penalty,
-            max_length=values.max_length,
-        ).require_deterministic()
-    except FieldError as error:
-        raise FieldError(section, error.field, error.problem) from None
+        check_range("training", "label_smoothing", self.label_smoothing, 0, 1)
+        if self.verbose is not None:
+            check_choice("training", "verbose", self.verbose, (0, 1, 2))
 
 
 @dataclasses.dataclass(frozen=True)
-class EvaluationConfig:
+class _DecodingKeys:
+    """The `DecodingOptions` keys of a section, with its defaults."""
+
+    section = None  # the TOML section, for messages
+
+    method: str = _DECODING.method
+    beam_size: int = _DECODING.beam_size
+    length_penalty: float = _DECODING.length_penalty
+    max_length: int | None = _DECODING.max_length
+
+    def __post_init__(self):
+        object.__setattr__(self, "method", self.decoding.method)
+
+    @property
+    def decoding(self):
+        """These keys as `DecodingOptions`, checked for one answer per input."""
+        try:
+            return DecodingOptions(
+                method=self.method,
+                beam_size=self.beam_size,
+                length_penalty=self.length_penalty,
+                max_length=self.max_length,
+            ).require_deterministic()
+        except FieldError as error:
+            raise FieldError(self.section, error.field, error.problem) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig(_DecodingKeys):
     """`[evaluation]`: how the test split is translated and scored.
 
     The decoding keys (`method`, `beam_size`, `length_penalty`,
@@ -258,30 +270,19 @@ class EvaluationConfig:
     split are translated into TensorBoard every epoch.
     """
 
-    method: str = _DECODING.method
-    beam_size: int = _DECODING.beam_size
-    length_penalty: float = _DECODING.length_penalty
-    max_length: int | None = _DECODING.max_length
+    section = "evaluation"
+
     compare: tuple[str, ...] = ()
     batch_size: int = 64
     samples: int = 4
     tokenized_reference: str | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "method", _decoding_options("evaluation", self).method)
+        super().__post_init__()
         for method in self.compare:
-            if method not in DETERMINISTIC_METHODS:
-                raise FieldError(
-                    "evaluation",
-                    "compare",
-                    f"methods must be in {DETERMINISTIC_METHODS}, got {method!r}",
-                )
-        _number_in("evaluation", "batch_size", self.batch_size, 1)
-        _number_in("evaluation", "samples", self.samples, 0)
-
-    @property
-    def decoding(self):
-        return _decoding_options("evaluation", self)
+            check_choice("evaluation", "compare", method, DETERMINISTIC_METHODS)
+        check_range("evaluation", "batch_size", self.batch_size, 1)
+        check_range("evaluation", "samples", self.samples, 0)
 
     def methods(self):
         """`DecodingOptions` of the primary method, then of `compare`'s others."""
@@ -292,26 +293,20 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(_DecodingKeys):
     """`[export]`: decoding inside the exported SavedModel (fixed at export).
 
     `DecodingOptions` with its defaults, and `source_max_length`, the most
     source tokens read (default: the model's `max_length`).
     """
 
-    method: str = _DECODING.method
-    beam_size: int = _DECODING.beam_size
-    length_penalty: float = _DECODING.length_penalty
-    max_length: int | None = _DECODING.max_length
+    section = "export"
+
     source_max_length: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "method", _decoding_options("export", self).method)
-        _number_in("export", "source_max_length", self.source_max_length, 1)
-
-    @property
-    def decoding(self):
-        return _decoding_options("export", self)
+        super().__post_init__()
+        check_range("export", "source_max_length", self.source_max_length, 1)
 
 
 SECTIONS = {
@@ -392,9 +387,7 @@ class RunConfig:
         Raises:
             ConfigError: one line naming the file, line, section and key.
         """
-        from keras_tfm.config_file import run_config_from_dict
-
-        return run_config_from_dict(raw, source, text, overrides)
+        return build_config(cls, SECTIONS, raw, source, text, overrides)
 
     def updated(self, values):
         """A copy with `{"section.key": value}` replaced, checked again."""
@@ -413,8 +406,6 @@ class RunConfig:
 
     def to_toml(self):
         """The resolved config as TOML; unset keys appear as comments."""
-        from keras_tfm.config_file import toml_value
-
         lines = [f"name = {toml_value(self.name)}"]
         for section, values in self.to_dict().items():
             if section == "name":
@@ -436,6 +427,8 @@ def load_run_config(path=None, overrides=None):
     Raises:
         ConfigError: one line naming the file, line, section and key.
     """
-    from keras_tfm.config_file import read_run_config
-
-    return read_run_config(path, overrides)
+    default = resources.files("keras_tfm").joinpath("configs", f"{DEFAULT_CONFIG}.toml")
+    raw, text, source = read_toml(
+        path, default.read_text(encoding="utf-8"), f"<built-in {DEFAULT_CONFIG}.toml>"
+    )
+    return RunConfig.from_dict(raw, source=source, text=text, overrides=overrides)

@@ -780,8 +780,8 @@ CONFIG_CASES = {
     ),
     "evaluation_method": (
         config_with('method = "greedy"', 'method = "greedy"\ncompare = ["topk"]'),
-        at('compare = ["topk"]') + ": [evaluation] compare methods must be in "
-        "('beam', 'greedy'), got 'topk'",
+        at('compare = ["topk"]')
+        + ": [evaluation] compare must be one of 'beam', 'greedy', got 'topk'",
     ),
     "evaluation_longer_than_model": (
         config_with(
