@@ -82,8 +82,6 @@ def build_config(config_cls, sections, raw, source, text=None, overrides=None):
                     values[dotted.split(".", 1)[1]] = value
             built[section] = build_section(section, section_cls, values)
         name = raw.get("name", Path(source).stem)
-        if not isinstance(name, str) or not name:
-            raise FieldError(None, "name", f"must be a non-empty string, got {name!r}")
         return config_cls(name=name, source=source, **built)
     except FieldError as error:
         raise ConfigError(where(error.owner, error.field, error.problem)) from None

@@ -339,6 +339,15 @@ class RunConfig:
     source: str = dataclasses.field(default="<config>", compare=False, repr=False)
 
     def __post_init__(self):
+        # The name becomes a folder: runs/NAME and the SavedModel's NAME.
+        name = self.name
+        if (
+            not isinstance(name, str)
+            or not name
+            or name.startswith(".")
+            or ("/" in name or "\\" in name or "\0" in name)
+        ):
+            raise FieldError(None, "name", f"must be a plain folder name, got {name!r}")
         limit = self.model.max_length
         for section, key in (
             ("evaluation", "max_length"),

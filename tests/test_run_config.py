@@ -172,7 +172,8 @@ MISTAKES = [
         "line 2: [data] max_number (100) leaves no training numbers after "
         "valid_size + test_size = 120",
     ),
-    ("name = 3", "line 1: name must be a non-empty string, got 3"),
+    ("name = 3", "line 1: name must be a plain folder name, got 3"),
+    ('name = "../out"', "line 1: name must be a plain folder name, got '../out'"),
     ("model = 3", "line 1: model must be a table [model]"),
 ]
 
