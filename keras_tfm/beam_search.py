@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from keras_tfm.layers.scaled_dot_product_attention import MASK_FILL_VALUE
+from keras_tfm.layers.token_embedding import PADDING_ID
 from keras_tfm.token_buffers import exclude_padding, start_buffer, write_column
 
 
@@ -34,7 +35,7 @@ def gather_beams(values, indices, width):
 
 
 def beam_search(
-    step, state, batch, max_length, start_id, end_id, vocab, beam_size, alpha
+    step, state, batch, max_length, start_id, end_id, vocab, beam_size, alpha, empty
 ):
     """Beam search over `batch * beam_size` decoder rows.
 
@@ -48,6 +49,8 @@ def beam_search(
         vocab: the target vocabulary size.
         beam_size: beams per sentence.
         alpha: the length penalty's exponent.
+        empty: bool `(batch,)`, sources of padding only: done from the
+            start, returned as padding with score 0.
 
     Returns:
         `(tokens (batch, max_length) int32, scores (batch,) float32)`.
@@ -67,6 +70,7 @@ def beam_search(
             ops.any(fin_flags, axis=1),
             ops.greater(worst_finished, best_alive_bound),
         )
+        done = ops.logical_or(done, empty)
         return ops.logical_and(ops.less(t, max_length), ops.logical_not(ops.all(done)))
 
     def body(t, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, state):
@@ -142,4 +146,5 @@ def beam_search(
         fin_scores[:, 0],
         alive_scores[:, 0] / length_penalty(t, alpha),
     )
-    return tokens[:, 1:], scores
+    tokens = ops.where(empty[:, None], PADDING_ID, tokens)
+    return tokens[:, 1:], ops.where(empty, 0.0, scores)

@@ -58,6 +58,15 @@ def _evaluate(args):
 
 
 def _export(args):
+    if args.format == "ctranslate2":
+        from keras_tfm.finished_run import export_ctranslate2_run
+
+        if not args.output:
+            raise _UsageError("--format ctranslate2 needs --output DIR")
+        print(export_ctranslate2_run(args.run_dir, args.output, args.quantization))
+        return 0
+    if not args.name:
+        raise _UsageError("the SavedModel export needs --name NAME")
     from keras_tfm.finished_run import export_run
 
     path = export_run(
@@ -193,13 +202,26 @@ def build_parser():
     evaluate.set_defaults(handler=_evaluate)
 
     export = commands.add_parser(
-        "export", help="export a trained run as a SavedModel for TF Serving"
+        "export",
+        help="export a trained run as a SavedModel for TF Serving, or as a "
+        "CTranslate2 model",
     )
     export.add_argument(
         "run_dir", metavar="RUN_DIR", help="a `keras-tfm train` run directory"
     )
     export.add_argument(
-        "--name", required=True, help="model name (folder under --base-dir)"
+        "--format",
+        choices=["saved_model", "ctranslate2"],
+        default="saved_model",
+        help="default: saved_model",
+    )
+    export.add_argument(
+        "--name", help="SavedModel: model name (folder under --base-dir)"
+    )
+    export.add_argument("--output", help="ctranslate2: the model directory to create")
+    export.add_argument(
+        "--quantization",
+        help="ctranslate2: weight type, e.g. int8 (default: float32)",
     )
     export.add_argument(
         "--version",

@@ -83,3 +83,35 @@ def export_run(run_dir, name, version=None, base_dir="saved_models", **decoding)
         version=version,
         **dataclasses.asdict(run.config.export),
     )
+
+
+def export_ctranslate2_run(run_dir, output, quantization=None):
+    """Converts a finished run's model into a CTranslate2 model directory.
+
+    Args:
+        run_dir: a `keras-tfm train` run directory.
+        output: the directory to create (it must not exist).
+        quantization: None (float32) or a CTranslate2 quantization, e.g.
+            "int8".
+
+    Returns:
+        The path of the new directory.
+    """
+    from keras_tfm.model_versions import ExportError
+
+    output = Path(output)
+    if output.exists():
+        raise ExportError(f"{output} already exists; it is left untouched")
+    try:
+        from keras_tfm.ctranslate2_export import export_ctranslate2
+    except ImportError:
+        raise ExportError(
+            "CTranslate2 is not installed: pip install 'keras-tfm[ctranslate2]'"
+        ) from None
+    run = RunDirectory(run_dir).load()
+    try:
+        return export_ctranslate2(
+            run.model, run.src_tokenizer, run.tgt_tokenizer, output, quantization
+        )
+    except ValueError as error:
+        raise ExportError(f"cannot convert {run_dir}: {error}") from None

@@ -45,7 +45,10 @@ Example:
 ...                           method="greedy", max_length=64)
 """
 
+import weakref
+
 import keras
+import numpy as np
 from keras import ops
 
 from keras_tfm.beam_search import beam_search, length_penalty
@@ -74,6 +77,7 @@ def generate(
     top_p=None,
     seed=None,
     use_cache=True,
+    jit_compile=True,
 ):
     """Decodes target sequences for a batch of source sequences.
 
@@ -105,6 +109,14 @@ def generate(
         use_cache: incremental decoding with key/value caches; False re-runs
             the full decoder on the prefix at every step (slow, the
             reference).
+        jit_compile: compile the decoding (XLA on TensorFlow, `jax.jit` on
+            JAX) once per model, static settings and input shape, and keep
+            the compiled function for later calls; inputs are padded with
+            empty rows to a power-of-two batch and with padding to a
+            multiple of 16 tokens, so a new batch rarely compiles again.
+            False runs the loop op by op (for debugging; slow). Inside a
+            function being traced (`tf.function`, `jax.jit`), `generate` is
+            traced into it either way.
 
     Returns:
         `(token_ids, scores)`:
@@ -138,14 +150,43 @@ def generate(
     tokens; with alpha > 0 it may prefer a longer hypothesis.
 
     Decoding stops when every sequence has ended (or every beam search
-    example is done) or after `max_length` tokens.
+    example is done) or after `max_length` tokens. A source row of padding
+    only is empty: its output is all padding, with score 0, and it costs no
+    decoding steps of its own.
     """
+    settings = dict(
+        start_id=start_id,
+        end_id=end_id,
+        max_length=max_length,
+        method=method,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        use_cache=use_cache,
+    )
+    _resolve(model, settings)  # fails here, not inside a compiled function
+    if jit_compile and not _is_traced(source_ids):
+        return _compiled_generate(model, source_ids, settings)
+    return _generate(model, source_ids, **settings)
+
+
+def _resolve(model, settings):
+    """The settings checked against the model: `(options, top_k, vocab)`."""
     parts = transformer_parts(model)
-    source_embedding, target_embedding, encoder, decoder, project = parts
+    _, target_embedding, _, decoder, project = parts
     vocab_size = getattr(project, "vocab_size", None) or target_embedding.vocab_size
+    start_id, end_id = settings["start_id"], settings["end_id"]
+    temperature, top_k = settings["temperature"], settings["top_k"]
+    top_p = settings["top_p"]
     try:
         options = DecodingOptions(
-            method, beam_size, length_penalty, max_length
+            settings["method"],
+            settings["beam_size"],
+            settings["length_penalty"],
+            settings["max_length"],
         ).for_model(decoder.max_length)
         for name, value in (("start_id", start_id), ("end_id", end_id)):
             check_int("generate", name, value, 1)
@@ -166,11 +207,93 @@ def generate(
                 raise FieldError("generate", "top_p", f"must be in (0, 1], got {top_p}")
     except FieldError as error:
         raise ValueError(f"generate: {error.field} {error.problem}") from None
+    return options, top_k, vocab_size
+
+
+def _is_traced(tensor):
+    """Whether `tensor` belongs to a function being traced (not a value)."""
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.executing_eagerly() or tf.is_symbolic_tensor(tensor)
+    if backend == "jax":
+        import jax
+
+        return isinstance(tensor, jax.core.Tracer)
+    return False
+
+
+# Compiled decoding functions, per model and static settings; they go with
+# the model.
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def _compiled_generate(model, source_ids, settings):
+    """`generate` through a cached compiled function, on padded inputs."""
+    source = np.asarray(ops.convert_to_numpy(source_ids)).astype("int32")
+    if source.ndim != 2:
+        raise ValueError(
+            f"generate: source_ids must be (batch, length), got shape {source.shape}"
+        )
+    rows, length = source.shape
+    max_length = _resolve(model, settings)[0].max_length
+    if rows == 0:
+        return (
+            ops.zeros((0, max_length), "int32"),
+            ops.zeros((0,), "float32"),
+        )
+    limit = model.get_layer("encoder").max_length
+    padded_length = max(length, min(-(-length // 16) * 16, limit))
+    padded = np.full((1 << (rows - 1).bit_length(), padded_length), PADDING_ID, "int32")
+    padded[:rows, :length] = source
+    key = tuple(
+        (name, id(value) if isinstance(value, keras.random.SeedGenerator) else value)
+        for name, value in sorted(settings.items())
+    )
+    functions = _COMPILED.setdefault(model, {})
+    if key not in functions:
+        functions[key] = make_generate_fn(model, **settings)
+    tokens, scores = functions[key](padded)
+    return tokens[:rows], scores[:rows]
+
+
+def _generate(
+    model,
+    source_ids,
+    *,
+    start_id,
+    end_id,
+    max_length,
+    method,
+    beam_size,
+    length_penalty,
+    temperature,
+    top_k,
+    top_p,
+    seed,
+    use_cache,
+):
+    """`generate`'s decoding itself, traceable by any compiler."""
+    settings = dict(
+        start_id=start_id,
+        end_id=end_id,
+        max_length=max_length,
+        method=method,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+    )
+    options, top_k, vocab_size = _resolve(model, settings)
+    parts = transformer_parts(model)
     method, max_length = options.method, options.max_length
     beam_size = options.beam_size if method == "beam" else 1
 
     source_ids = ops.cast(source_ids, "int32")
     batch_size = ops.shape(source_ids)[0]
+    empty = ops.logical_not(ops.any(ops.not_equal(source_ids, PADDING_ID), axis=1))
     step, state = decoder_step(parts, source_ids, max_length, use_cache, beam_size)
     if method == "beam":
         return beam_search(
@@ -183,6 +306,7 @@ def generate(
             vocab_size,
             beam_size,
             options.length_penalty,
+            empty,
         )
     if method == "greedy":
         choose = _greedy_choice
@@ -192,7 +316,7 @@ def generate(
         )
         choose = _sampler(uniforms, temperature, top_k, top_p)
     return _sequential_search(
-        step, state, choose, batch_size, max_length, start_id, end_id
+        step, state, choose, batch_size, max_length, start_id, end_id, empty
     )
 
 
@@ -207,13 +331,26 @@ def make_generate_fn(model, **generate_kwargs):
     an int seed gives the same samples at every call.
     """
     kwargs = dict(generate_kwargs)
+    kwargs.pop("jit_compile", None)
     if kwargs.get("method") in ("sample", "sampling"):
         if kwargs.get("seed") is None:
             kwargs["seed"] = keras.random.SeedGenerator()
+    defaults = dict(
+        max_length=_DEFAULTS.max_length,
+        method=_DEFAULTS.method,
+        beam_size=_DEFAULTS.beam_size,
+        length_penalty=_DEFAULTS.length_penalty,
+        temperature=1.0,
+        top_k=None,
+        top_p=None,
+        seed=None,
+        use_cache=True,
+    )
+    kwargs = {**defaults, **kwargs}
     backend = keras.config.backend()
 
     def plain(source_ids):
-        return generate(model, source_ids, **kwargs)
+        return _generate(model, source_ids, **kwargs)
 
     if backend == "tensorflow":
         import tensorflow as tf
@@ -357,8 +494,11 @@ def _sampler(uniforms, temperature, top_k, top_p):
     return choose
 
 
-def _sequential_search(step, state, choose, batch, max_length, start_id, end_id):
-    """Greedy search or sampling: one token per sequence per iteration."""
+def _sequential_search(step, state, choose, batch, max_length, start_id, end_id, empty):
+    """Greedy search or sampling: one token per sequence per iteration.
+
+    Rows with an `empty` source start finished.
+    """
 
     def cond(t, sequences, finished, scores, state):
         return ops.logical_and(
@@ -379,7 +519,7 @@ def _sequential_search(step, state, choose, batch, max_length, start_id, end_id)
     loop_vars = (
         ops.convert_to_tensor(0, dtype="int32"),
         start_buffer(batch, max_length, start_id),
-        ops.zeros((batch,), dtype="bool"),
+        empty,
         ops.zeros((batch,), dtype="float32"),
         state,
     )

@@ -39,3 +39,68 @@ def assert_config_round_trip(layer, *call_args, **call_kwargs):
 
 def dtype_name(x):
     return keras.backend.standardize_dtype(x.dtype)
+
+
+# One tiny numbers model trained for a few seconds, shared by the export
+# tests (SavedModel and CTranslate2): its translations are not degenerate.
+NUMBERS_MAX_LENGTH = 24
+NUMBERS_TRAIN = [n for n in range(1000) if n % 10 != 3]
+
+
+@pytest.fixture(scope="session")
+def trained_numbers(tmp_path_factory):
+    """`(model, src, tgt, run_dir)`: a run directory like `keras-tfm train`'s."""
+    import json
+    from types import SimpleNamespace
+
+    from keras_tfm import TransformerConfig, build_transformer
+    from keras_tfm.data import make_dataset
+    from keras_tfm.numbers_task import number_pairs
+    from keras_tfm.run_config import RunConfig
+    from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
+    from keras_tfm.training import compile_model
+
+    keras.utils.set_random_seed(3)
+    pairs = number_pairs(NUMBERS_TRAIN)
+    german = [p[0] for p in pairs]
+    english = [p[1] for p in pairs]
+    src = Tokenizer(train_sentencepiece(german, 96, "bpe"))
+    tgt = Tokenizer(train_sentencepiece(english, 96, "bpe"))
+    config = TransformerConfig.preset(
+        "tiny",
+        src_vocab_size=src.vocab_size,
+        tgt_vocab_size=tgt.vocab_size,
+        d_model=64,
+        num_heads=4,
+        d_ff=128,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        dropout=0.0,
+        max_length=NUMBERS_MAX_LENGTH,
+    )
+    model = build_transformer(config)
+    dataset = make_dataset(
+        german,
+        english,
+        src,
+        tgt,
+        batch_size=32,
+        max_length=NUMBERS_MAX_LENGTH,
+        shuffle=True,
+        seed=3,
+    )
+    compile_model(model, keras.optimizers.Adam(3e-3), label_smoothing=0.0)
+    model.fit(dataset, epochs=6, verbose=0)
+
+    run_dir = tmp_path_factory.mktemp("run")
+    model.save(run_dir / "model.keras")
+    src.save(run_dir / "tokenizers" / "src.model")
+    tgt.save(run_dir / "tokenizers" / "tgt.model")
+    (run_dir / "transformer_config.json").write_text(json.dumps(config.to_dict()))
+    # The resolved run config `keras-tfm train` writes; export reads [export].
+    model_section = {
+        k: v for k, v in config.to_dict().items() if not k.endswith("vocab_size")
+    }
+    run_config = RunConfig.from_dict({"name": "numbers", "model": model_section})
+    (run_dir / "config.json").write_text(json.dumps(run_config.to_dict()))
+    return SimpleNamespace(model=model, src=src, tgt=tgt, run_dir=run_dir)
