@@ -3,7 +3,13 @@
 tensor2tensor's formulation, with the GNMT length penalty: each step keeps
 the `beam_size` best live hypotheses and a buffer of the `beam_size` best
 finished ones, and an example stops as soon as no live beam can still beat
-its finished ones. `generate`'s docstring gives the exact rules.
+its best finished one. `generate`'s docstring gives the exact rules.
+
+Two loops run the same step: one with static shapes (for XLA and
+`jax.jit`), and one that drops finished examples from the batch as it goes
+(`compact=True`: shapes change every step, for TensorFlow graphs and eager
+execution), so that a batch costs what its sentences cost, not what its
+longest one does.
 """
 
 import keras
@@ -35,14 +41,25 @@ def gather_beams(values, indices, width):
 
 
 def beam_search(
-    step, state, batch, max_length, start_id, end_id, vocab, beam_size, alpha, empty
+    step,
+    state,
+    batch,
+    max_length,
+    start_id,
+    end_id,
+    vocab,
+    beam_size,
+    alpha,
+    empty,
+    compact=False,
 ):
     """Beam search over `batch * beam_size` decoder rows.
 
     Args:
         step: `step(sequences, t, state) -> (logits, state)` as
             `generation.decoder_step` returns it, for `batch * beam_size` rows.
-        state: its initial state (the self-attention caches, or empty).
+        state: its initial state, a structure of tensors whose first axis
+            is the `batch * beam_size` rows (caches, source mask).
         batch: the number of source sentences.
         max_length: the most tokens generated, end token included.
         start_id, end_id: the target's start and end tokens.
@@ -51,65 +68,161 @@ def beam_search(
         alpha: the length penalty's exponent.
         empty: bool `(batch,)`, sources of padding only: done from the
             start, returned as padding with score 0.
+        compact: drop examples from the batch (and their rows from `state`)
+            as soon as they are done; needs shapes that may change, and a
+            `state` whose first element (the self-attention caches) follows
+            the beams and whose others are the same for all beams of an
+            example (`decoder_step` with `dynamic`).
 
     Returns:
         `(tokens (batch, max_length) int32, scores (batch,) float32)`.
     """
+    search = _Search(step, max_length, end_id, vocab, beam_size, alpha)
     k = beam_size
     width = max_length + 1
-    # Bound on the normalised score any live beam can still reach.
-    max_penalty = length_penalty(max_length, alpha)
-    neg_inf = ops.convert_to_tensor(MASK_FILL_VALUE, dtype="float32")
+    start = ops.reshape(start_buffer(batch, max_length, start_id), (-1, 1, width))
+    # All beams start identical: only the first one may expand at step 0.
+    first = ops.concatenate(
+        [ops.zeros((1,), "float32"), ops.full((k - 1,), MASK_FILL_VALUE, "float32")],
+        axis=0,
+    )
+    beams = (
+        ops.repeat(start, k, axis=1),
+        ops.repeat(first[None], batch, axis=0),
+        ops.repeat(start, k, axis=1),
+        ops.full((batch, k), MASK_FILL_VALUE, "float32"),
+        ops.zeros((batch, k), dtype="bool"),
+    )
+    zero = ops.convert_to_tensor(0, dtype="int32")
+    if not compact:
 
-    def cond(t, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, state):
-        best_alive_bound = alive_scores[:, 0] / max_penalty
-        worst_finished = ops.min(
-            ops.where(fin_flags, fin_scores, -MASK_FILL_VALUE), axis=1
-        )
-        done = ops.logical_and(
-            ops.any(fin_flags, axis=1),
-            ops.greater(worst_finished, best_alive_bound),
-        )
-        done = ops.logical_or(done, empty)
-        return ops.logical_and(ops.less(t, max_length), ops.logical_not(ops.all(done)))
+        def cond(t, beams, state):
+            done = ops.logical_or(search.done(*beams), empty)
+            return ops.logical_and(
+                ops.less(t, max_length), ops.logical_not(ops.all(done))
+            )
 
-    def body(t, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, state):
-        flat_seq = ops.reshape(alive_seq, (-1, width))
-        logits, state = step(flat_seq, t, state)
-        log_probs = exclude_padding(ops.log_softmax(logits, axis=-1))
-        candidates = alive_scores[:, :, None] + ops.reshape(log_probs, (-1, k, vocab))
-        top_scores, top_ids = ops.top_k(ops.reshape(candidates, (-1, k * vocab)), 2 * k)
+        def body(t, beams, state):
+            beams, state, rows = search.extend(t, beams, state)
+            return t + 1, beams, _take_rows(state, rows)
+
+        t, beams, _ = ops.while_loop(
+            cond, body, (zero, beams, state), maximum_iterations=max_length
+        )
+        tokens, scores = search.best(t, beams)
+        tokens = ops.where(empty[:, None], PADDING_ID, tokens)
+        return tokens[:, 1:], ops.where(empty, 0.0, scores)
+
+    # Examples leave the batch when done; `ids` maps the rows left to their
+    # place in the output, written as each one leaves.
+    out_tokens = ops.full((batch, width), PADDING_ID, dtype="int32")
+    out_scores = ops.zeros((batch,), dtype="float32")
+    keep = ops.logical_not(empty)
+    ids = ops.arange(batch, dtype="int32")
+    beams, state, ids = _keep(keep, beams, state, ids, k)
+
+    def cond(t, beams, state, ids, out_tokens, out_scores):
+        return ops.logical_and(ops.less(t, max_length), ops.greater(ops.size(ids), 0))
+
+    def body(t, beams, state, ids, out_tokens, out_scores):
+        beams, state, rows = search.extend(t, beams, state)
+        done = ops.logical_or(search.done(*beams), ops.greater_equal(t + 1, max_length))
+        tokens, scores = search.best(t + 1, beams)
+        out_tokens, out_scores = _write_rows(
+            out_tokens, out_scores, ids, done, tokens, scores
+        )
+        kept = ops.cast(ops.nonzero(ops.logical_not(done))[0], "int32")
+        kept_rows = _example_rows(kept, k)
+        beams = tuple(ops.take(b, kept, axis=0) for b in beams)
+        # The self-attention caches follow the beams: reordered by parent,
+        # then compacted, in one gather. The rest (cross-attention caches,
+        # source mask) is the same for all beams of an example: gathered only
+        # when an example leaves.
+        caches = _take_rows(state[0], ops.take(rows, kept_rows, axis=0))
+        rest = ops.cond(
+            ops.any(done),
+            lambda: _take_rows(state[1:], kept_rows),
+            lambda: state[1:],
+        )
+        state = (caches,) + tuple(rest)
+        return t + 1, beams, state, ops.take(ids, kept, axis=0), out_tokens, out_scores
+
+    *_, out_tokens, out_scores = ops.while_loop(
+        cond,
+        body,
+        (zero, beams, state, ids, out_tokens, out_scores),
+        maximum_iterations=max_length,
+    )
+    return out_tokens[:, 1:], out_scores
+
+
+class _Search:
+    """One beam search step and its stopping rule (shared by both loops)."""
+
+    def __init__(self, step, max_length, end_id, vocab, beam_size, alpha):
+        self.step, self.end_id, self.vocab = step, end_id, vocab
+        self.k, self.alpha, self.width = beam_size, alpha, max_length + 1
+        # Bound on the normalised score any live beam can still reach.
+        self.max_penalty = length_penalty(max_length, alpha)
+
+    def done(self, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags):
+        """Examples whose best finished hypothesis beats any live beam's
+        best reachable score (only the best hypothesis is returned)."""
+        best_alive_bound = alive_scores[:, 0] / self.max_penalty
+        return ops.logical_and(
+            fin_flags[:, 0], ops.greater(fin_scores[:, 0], best_alive_bound)
+        )
+
+    def extend(self, t, beams, state):
+        """Step `t`: returns the new beams, the step's new state and the
+        decoder rows to keep, in order (each new live beam's parent row)."""
+        alive_seq, alive_scores, fin_seq, fin_scores, fin_flags = beams
+        k, width = self.k, self.width
+        neg_inf = ops.convert_to_tensor(MASK_FILL_VALUE, dtype="float32")
+        logits, state = self.step(ops.reshape(alive_seq, (-1, width)), t, state)
+        # The 2k best extensions of an example are among the 2k best of each
+        # of its beams: rank each beam's tokens, then those k * 2k. Scores
+        # are log-probabilities under all the logits (padding included),
+        # without a log-softmax over the whole vocabulary.
+        per_beam = min(2 * k, self.vocab)
+        row_logits, row_tokens = ops.top_k(exclude_padding(logits), per_beam)
+        row_scores = row_logits - ops.logsumexp(logits, axis=-1)[:, None]
+        candidates = alive_scores[:, :, None] + ops.reshape(
+            row_scores, (-1, k, per_beam)
+        )
+        top_scores, top_ids = ops.top_k(
+            ops.reshape(candidates, (-1, k * per_beam)), 2 * k
+        )
         top_ids = ops.cast(top_ids, "int32")
-        parents = top_ids // vocab
-        tokens = top_ids % vocab
+        parents = top_ids // per_beam
+        tokens = ops.take_along_axis(
+            ops.reshape(ops.cast(row_tokens, "int32"), (-1, k * per_beam)),
+            top_ids,
+            axis=1,
+        )
         top_seq = gather_beams(alive_seq, parents, k)  # (batch, 2k, width)
         top_seq = ops.reshape(top_seq, (-1, width))
         top_seq = write_column(top_seq, t + 1, ops.reshape(tokens, (-1,)))
         top_seq = ops.reshape(top_seq, (-1, 2 * k, width))
-        ends = ops.equal(tokens, end_id)
+        ends = ops.equal(tokens, self.end_id)
         # At most k of the 2k candidates end (one per parent): k stay alive.
         alive_rank = ops.where(ends, 2.0 * neg_inf, top_scores)
         alive_scores, alive_positions = ops.top_k(alive_rank, k)
         alive_positions = ops.cast(alive_positions, "int32")
         alive_seq = gather_beams(top_seq, alive_positions, 2 * k)
-        if state:
-            alive_parents = ops.take_along_axis(parents, alive_positions, axis=1)
-            rows = ops.reshape(
-                alive_parents
-                + ops.arange(ops.shape(parents)[0], dtype="int32")[:, None] * k,
-                (-1,),
-            )
-            state = keras.tree.map_structure(
-                lambda cache: ops.take(cache, rows, axis=0), state
-            )
-
+        alive_parents = ops.take_along_axis(parents, alive_positions, axis=1)
+        rows = ops.reshape(
+            alive_parents
+            + ops.arange(ops.shape(parents)[0], dtype="int32")[:, None] * k,
+            (-1,),
+        )
         # Finished: end candidates ranked within the first k (those a width-k
         # beam holds, as in fairseq; with k = 1 this is greedy search), and
-        # not the MASK_FILL_VALUE filler that tiny vocabularies produce at step 0.
+        # not the filler that tiny vocabularies produce at step 0.
         in_beam = ops.less(ops.arange(2 * k, dtype="int32"), k)[None]
         ends = ops.logical_and(ends, in_beam)
         ends = ops.logical_and(ends, ops.greater(top_scores, 0.5 * MASK_FILL_VALUE))
-        normalized = top_scores / length_penalty(t + 1, alpha)
+        normalized = top_scores / length_penalty(t + 1, self.alpha)
         merged_scores = ops.concatenate(
             [fin_scores, ops.where(ends, normalized, neg_inf)], axis=1
         )
@@ -119,32 +232,49 @@ def beam_search(
         positions = ops.cast(positions, "int32")
         fin_flags = ops.take_along_axis(merged_flags, positions, axis=1)
         fin_seq = gather_beams(merged_seq, positions, 3 * k)
-        return t + 1, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, state
+        return (alive_seq, alive_scores, fin_seq, fin_scores, fin_flags), state, rows
 
-    start = ops.reshape(start_buffer(batch, max_length, start_id), (-1, 1, width))
-    # All beams start identical: only the first one may expand at step 0.
-    first = ops.concatenate(
-        [ops.zeros((1,), "float32"), ops.full((k - 1,), MASK_FILL_VALUE, "float32")],
-        axis=0,
+    def best(self, t, beams):
+        """The best finished hypothesis per example (with its buffer column 0
+        included), or the best live one where none finished, after `t` steps."""
+        alive_seq, alive_scores, fin_seq, fin_scores, fin_flags = beams
+        any_finished = ops.any(fin_flags, axis=1)
+        tokens = ops.where(any_finished[:, None], fin_seq[:, 0], alive_seq[:, 0])
+        scores = ops.where(
+            any_finished,
+            fin_scores[:, 0],
+            alive_scores[:, 0] / length_penalty(t, self.alpha),
+        )
+        return tokens, scores
+
+
+def _take_rows(state, rows):
+    # The step's new state (caches written this step) in the new beam order.
+    return keras.tree.map_structure(lambda x: ops.take(x, rows, axis=0), state)
+
+
+def _example_rows(examples, k):
+    """The decoder rows `(example * k + beam)` of `examples`."""
+    return ops.reshape(
+        examples[:, None] * k + ops.arange(k, dtype="int32")[None], (-1,)
     )
-    loop_vars = (
-        ops.convert_to_tensor(0, dtype="int32"),
-        ops.repeat(start, k, axis=1),
-        ops.repeat(first[None], batch, axis=0),
-        ops.repeat(start, k, axis=1),
-        ops.full((batch, k), MASK_FILL_VALUE, "float32"),
-        ops.zeros((batch, k), dtype="bool"),
-        state,
+
+
+def _keep(keep, beams, state, ids, k):
+    """Only the examples where `keep`: their beams, decoder rows and ids."""
+    kept = ops.cast(ops.nonzero(keep)[0], "int32")
+    beams = tuple(ops.take(b, kept, axis=0) for b in beams)
+    return beams, _take_rows(state, _example_rows(kept, k)), ops.take(ids, kept, axis=0)
+
+
+def _write_rows(out_tokens, out_scores, ids, done, tokens, scores):
+    """Writes the results of the `done` examples at their `ids` rows."""
+    where = ops.cast(ops.nonzero(done)[0], "int32")
+    targets = ops.take(ids, where, axis=0)[:, None]
+    out_tokens = ops.scatter_update(
+        out_tokens, targets, ops.take(tokens, where, axis=0)
     )
-    t, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, _ = ops.while_loop(
-        cond, body, loop_vars, maximum_iterations=max_length
+    out_scores = ops.scatter_update(
+        out_scores, targets, ops.take(scores, where, axis=0)
     )
-    any_finished = ops.any(fin_flags, axis=1)
-    tokens = ops.where(any_finished[:, None], fin_seq[:, 0], alive_seq[:, 0])
-    scores = ops.where(
-        any_finished,
-        fin_scores[:, 0],
-        alive_scores[:, 0] / length_penalty(t, alpha),
-    )
-    tokens = ops.where(empty[:, None], PADDING_ID, tokens)
-    return tokens[:, 1:], ops.where(empty, 0.0, scores)
+    return out_tokens, out_scores

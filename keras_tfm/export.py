@@ -111,6 +111,36 @@ def _tf_variables(model):
     return variables
 
 
+def _xla_decoding(decode, source_limit):
+    """`decode` compiled by XLA, on inputs padded to a few shapes.
+
+    XLA compiles once per input shape, at the first request of that shape
+    (seconds each), so rows are padded to a power of two and lengths to a
+    multiple of 16 (empty rows cost no decoding steps).
+    """
+    import tensorflow as tf
+
+    compiled = tf.function(decode, jit_compile=True, autograph=False)
+
+    def padded(ids):
+        rows, width = tf.shape(ids)[0], tf.shape(ids)[1]
+        bucket_rows = tf.cast(
+            2.0
+            ** tf.math.ceil(
+                tf.math.log(tf.cast(tf.maximum(rows, 1), tf.float32)) / tf.math.log(2.0)
+            ),
+            tf.int32,
+        )
+        bucket_width = tf.minimum(
+            (width + 15) // 16 * 16, tf.maximum(width, source_limit)
+        )
+        ids = tf.pad(ids, [[0, bucket_rows - rows], [0, bucket_width - width]])
+        tokens, scores = compiled(ids)
+        return tokens[:rows], scores[:rows]
+
+    return padded
+
+
 def _build_module(model, src_tokenizer, tgt_tokenizer, options):
     """The `tf.Module` to save and its two signature functions."""
     import tensorflow as tf
@@ -127,6 +157,19 @@ def _build_module(model, src_tokenizer, tgt_tokenizer, options):
         beam_size=options["beam_size"],
         length_penalty=options["length_penalty"],
     )
+
+    def decode_graph(ids, dynamic_shapes=True):
+        # Plain TensorFlow graphs run with caches that grow step by step.
+        return generate(
+            model, ids, jit_compile=False, dynamic_shapes=dynamic_shapes,
+            **generate_kwargs,
+        )  # fmt: skip
+
+    decode = decode_graph
+    if options.get("jit_compile"):
+        decode = _xla_decoding(
+            lambda ids: decode_graph(ids, dynamic_shapes=False), source_limit
+        )
 
     module = tf.Module(name="keras_tfm_translator")
     # Tracked so that tf.saved_model.save writes them: the model weights and
@@ -154,7 +197,7 @@ def _build_module(model, src_tokenizer, tgt_tokenizer, options):
         cut = tf.logical_and(width > source_limit, ids[:, -1] != PADDING_ID)
         last = tf.where(cut, src_end, ids[:, -1])
         ids = tf.concat([ids[:, :-1], last[:, None]], axis=1)
-        tokens, scores = generate(model, ids, **generate_kwargs)
+        tokens, scores = decode(ids)
         return {
             "token_ids": tf.identity(tf.cast(tokens, tf.int32), name="token_ids"),
             "scores": tf.identity(tf.cast(scores, tf.float32), name="scores"),
@@ -272,6 +315,7 @@ def export_saved_model(
     length_penalty=_DEFAULTS.length_penalty,
     max_length=_DEFAULTS.max_length,
     source_max_length=None,
+    jit_compile=False,
 ):
     """Writes `base_dir/NAME/VERSION/` for TF Serving and returns its path.
 
@@ -321,7 +365,9 @@ def export_saved_model(
 
     temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=model_dir))
     try:
-        module, signatures = _build_module(model, src_tokenizer, tgt_tokenizer, options)
+        module, signatures = _build_module(
+            model, src_tokenizer, tgt_tokenizer, dict(options, jit_compile=jit_compile)
+        )
         tf.saved_model.save(module, str(temp), signatures=signatures)
         _check_portable(temp)
         extra = temp / "assets.extra"

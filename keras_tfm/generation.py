@@ -11,27 +11,25 @@ Incremental decoding (`use_cache=True`, the default):
 
 * the encoder runs once, and the keys and values of the encoder output are
   projected once per decoder layer (`Decoder.compute_cross_attention_cache`);
-* the self-attention keys and values live in a cache preallocated for
-  `max_length` positions; each loop iteration feeds one token per sequence
-  through the decoder, which writes its keys and values at the current
-  index (`layers.multi_head_attention.write_cache`, a scatter) and attends
-  over the cache with a causal mask;
+* each loop iteration feeds one token per sequence through the decoder,
+  which writes its keys and values into the self-attention cache and
+  attends over it;
 * beam search reorders the self-attention cache along the batch axis with
   the parent-beam indices after every step. The cross-attention cache is
-  identical for all beams of one example and is never reordered.
+  identical for all beams of one example and is not reordered.
 
 `use_cache=False` is the reference: the same loop, but every iteration runs
 the whole decoder on the prefix buffer `[start, y_0, ..., y_{t-1}, 0, ...]`
 (length `max_length`, 0-padded after the current step). Self-attention is
 causal, so the padding after position t does not change the logits at t.
 
-Performance notes: shapes are static (the cache is `max_length` long and
-attention at each step spans all of it, masked beyond the current
-position), so one compiled program serves every step; the per-step cost of
-the projections and feed-forwards is one token per sequence. Eager
-TensorFlow runs the loop op by op (slow: compile it), and eager JAX
-compiles the loop body at every call (seconds): for repeated calls use
-`make_generate_fn`, which compiles once per input shape.
+Two ways to run it. Compiled (the default: XLA on TensorFlow, `jax.jit`),
+shapes are static: the cache is `max_length` long and attention spans all
+of it, masked beyond the current position, so one program serves every
+step; `generate` keeps one compiled function per model and settings.
+With `dynamic_shapes` (TensorFlow graphs, such as the exported SavedModel,
+and eager execution), the caches grow step by step and finished sentences
+leave the batch, so a step costs what has been decoded so far.
 
 The padding id (`PADDING_ID`, 0) is never generated (its logit is excluded from
 the argmax, the sampling distribution and the beam candidates), so the
@@ -53,9 +51,15 @@ from keras import ops
 
 from keras_tfm.beam_search import beam_search, length_penalty
 from keras_tfm.config import DecodingOptions, FieldError, check_int
+from keras_tfm.decoder_step import decoder_step
+from keras_tfm.greedy_search import (
+    compacting_greedy_search,
+    greedy_choice,
+    sampler,
+    sequential_search,
+)
 from keras_tfm.layers.token_embedding import PADDING_ID
 from keras_tfm.model import transformer_parts
-from keras_tfm.token_buffers import exclude_padding, start_buffer, write_column
 
 __all__ = ["generate", "length_penalty", "make_generate_fn"]
 
@@ -78,6 +82,7 @@ def generate(
     seed=None,
     use_cache=True,
     jit_compile=True,
+    dynamic_shapes=None,
 ):
     """Decodes target sequences for a batch of source sequences.
 
@@ -117,6 +122,13 @@ def generate(
             False runs the loop op by op (for debugging; slow). Inside a
             function being traced (`tf.function`, `jax.jit`), `generate` is
             traced into it either way.
+        dynamic_shapes: let shapes change from step to step: the
+            self-attention caches grow with the output instead of being
+            preallocated for `max_length`, so each step reads and copies
+            only what has been decoded. Faster in TensorFlow graphs and
+            eager execution; impossible under XLA and `jax.jit`. None (the
+            default): only where `generate` runs eagerly on TensorFlow
+            (`jit_compile=False`); the SavedModel export sets it.
 
     Returns:
         `(token_ids, scores)`:
@@ -140,7 +152,7 @@ def generate(
     accepts all 2 * beam_size) enter a buffer of the `beam_size` best
     finished hypotheses (by normalised score); the best `beam_size` that do
     not end stay alive (there are always enough, as at most one extension
-    per live beam ends). An example is done when its worst kept finished
+    per live beam ends). An example is done when its best finished
     hypothesis beats the best a live beam could still reach (its raw
     log-probability over the largest penalty, that of `max_length`; valid
     for alpha >= 0 since log-probabilities only decrease). The result is
@@ -169,8 +181,14 @@ def generate(
     )
     _resolve(model, settings)  # fails here, not inside a compiled function
     if jit_compile and not _is_traced(source_ids):
+        if dynamic_shapes:
+            raise ValueError("generate: dynamic_shapes needs jit_compile=False")
         return _compiled_generate(model, source_ids, settings)
-    return _generate(model, source_ids, **settings)
+    if dynamic_shapes is None:
+        dynamic_shapes = not _is_traced(source_ids)
+    if dynamic_shapes and keras.config.backend() != "tensorflow":
+        dynamic_shapes = False  # JAX traces every step with static shapes
+    return _generate(model, source_ids, dynamic_shapes=dynamic_shapes, **settings)
 
 
 def _resolve(model, settings):
@@ -273,8 +291,9 @@ def _generate(
     top_p,
     seed,
     use_cache,
+    dynamic_shapes=False,
 ):
-    """`generate`'s decoding itself, traceable by any compiler."""
+    """`generate`'s decoding itself (static shapes: traceable by any compiler)."""
     settings = dict(
         start_id=start_id,
         end_id=end_id,
@@ -294,7 +313,9 @@ def _generate(
     source_ids = ops.cast(source_ids, "int32")
     batch_size = ops.shape(source_ids)[0]
     empty = ops.logical_not(ops.any(ops.not_equal(source_ids, PADDING_ID), axis=1))
-    step, state = decoder_step(parts, source_ids, max_length, use_cache, beam_size)
+    step, state = decoder_step(
+        parts, source_ids, max_length, use_cache, beam_size, dynamic_shapes
+    )
     if method == "beam":
         return beam_search(
             step,
@@ -307,15 +328,20 @@ def _generate(
             beam_size,
             options.length_penalty,
             empty,
+            compact=dynamic_shapes and use_cache,
         )
     if method == "greedy":
-        choose = _greedy_choice
+        if dynamic_shapes and use_cache:
+            return compacting_greedy_search(
+                step, state, batch_size, max_length, start_id, end_id, empty
+            )
+        choose = greedy_choice
     else:
         uniforms = keras.random.uniform(
             (max_length, batch_size), dtype="float32", seed=seed
         )
-        choose = _sampler(uniforms, temperature, top_k, top_p)
-    return _sequential_search(
+        choose = sampler(uniforms, temperature, top_k, top_p)
+    return sequential_search(
         step, state, choose, batch_size, max_length, start_id, end_id, empty
     )
 
@@ -386,144 +412,3 @@ def make_generate_fn(model, **generate_kwargs):
         return outputs
 
     return call
-
-
-def decoder_step(parts, source_ids, max_length, use_cache, repeat):
-    """Runs the encoder once; returns `(step, initial_state)`.
-
-    `step(sequences, t, state) -> (logits, state)` gives float32 logits
-    `(batch * repeat, vocab)` for position `t` of `sequences`, the int32
-    decoder-input buffer `(batch * repeat, max_length + 1)` whose column 0
-    is the start token and column t + 1 the token generated at step t.
-    `state` is a tuple: `(self_attention_cache,)` with `use_cache`, else
-    empty. Everything that does not depend on the step (encoder output,
-    cross-attention keys and values, source mask) is computed here, once,
-    already repeated for the beams.
-    """
-    source_embedding, target_embedding, encoder, decoder, project = parts
-    source_mask = ops.not_equal(source_ids, PADDING_ID)
-    memory = encoder(source_embedding(source_ids), mask=source_mask, training=False)
-    if repeat > 1:
-        source_mask = ops.repeat(source_mask, repeat, axis=0)
-
-    if use_cache:
-        cross_cache = decoder.compute_cross_attention_cache(memory)
-        if repeat > 1:
-            cross_cache = keras.tree.map_structure(
-                lambda cache: ops.repeat(cache, repeat, axis=0), cross_cache
-            )
-        batch = ops.shape(source_ids)[0] * repeat
-        state = (decoder.initial_self_attention_cache(batch, max_length),)
-
-        def step(sequences, t, state):
-            tokens = ops.expand_dims(ops.take(sequences, t, axis=1), 1)
-            hidden, cache, _ = decoder(
-                target_embedding(tokens),
-                None,
-                encoder_sequence_mask=source_mask,
-                self_attention_cache=state[0],
-                self_attention_cache_update_index=t,
-                cross_attention_cache=cross_cache,
-                training=False,
-            )
-            return project(hidden)[:, 0], (cache,)
-
-        return step, state
-
-    if repeat > 1:
-        memory = ops.repeat(memory, repeat, axis=0)
-
-    def step(sequences, t, state):
-        prefix = sequences[:, :max_length]
-        hidden = decoder(
-            target_embedding(prefix),
-            memory,
-            decoder_sequence_mask=ops.not_equal(prefix, PADDING_ID),
-            encoder_sequence_mask=source_mask,
-            training=False,
-        )
-        # Only position t is needed: project that one row.
-        current = ops.expand_dims(ops.take(hidden, t, axis=1), 1)
-        return project(current)[:, 0], state
-
-    return step, ()
-
-
-def _greedy_choice(logits, t):
-    return ops.cast(ops.argmax(exclude_padding(logits), axis=-1), "int32")
-
-
-def _sampler(uniforms, temperature, top_k, top_p):
-    """Inverse-CDF sampling with the pre-drawn `uniforms[t]` `(batch,)`.
-
-    Drawing all uniforms before the loop keeps the loop free of random-state
-    updates (so it traces under `jax.jit`) and costs one float per token.
-    """
-
-    def choose(logits, t):
-        if top_k == 1:
-            return _greedy_choice(logits, t)
-        scaled = exclude_padding(logits / temperature)
-        vocab = scaled.shape[-1]
-        candidates = None
-        if top_k is not None and top_k < vocab:
-            scaled, candidates = ops.top_k(scaled, top_k)
-        elif top_p is not None and top_p < 1:
-            scaled, candidates = ops.top_k(scaled, vocab)  # a full sort
-        probs = ops.softmax(scaled, axis=-1)
-        if top_p is not None and top_p < 1:
-            # `probs` is sorted: keep the tokens whose preceding mass is
-            # below top_p (the first one always).
-            preceding = ops.cumsum(probs, axis=-1) - probs
-            probs = ops.where(ops.less(preceding, top_p), probs, 0.0)
-        cdf = ops.cumsum(probs, axis=-1)
-        target = ops.take(uniforms, t, axis=0)[:, None] * cdf[:, -1:]
-        index = ops.sum(ops.cast(ops.less_equal(cdf, target), "int32"), axis=-1)
-        # Rounding can push the index past the last token with mass.
-        width = ops.shape(probs)[-1]
-        last_valid = (width - 1) - ops.argmax(
-            ops.flip(ops.greater(probs, 0.0), axis=-1), axis=-1
-        )
-        index = ops.minimum(index, ops.cast(last_valid, "int32"))
-        if candidates is None:
-            return index
-        return ops.take_along_axis(
-            ops.cast(candidates, "int32"), index[:, None], axis=-1
-        )[:, 0]
-
-    return choose
-
-
-def _sequential_search(step, state, choose, batch, max_length, start_id, end_id, empty):
-    """Greedy search or sampling: one token per sequence per iteration.
-
-    Rows with an `empty` source start finished.
-    """
-
-    def cond(t, sequences, finished, scores, state):
-        return ops.logical_and(
-            ops.less(t, max_length), ops.logical_not(ops.all(finished))
-        )
-
-    def body(t, sequences, finished, scores, state):
-        logits, state = step(sequences, t, state)
-        tokens = choose(logits, t)
-        log_probs = ops.log_softmax(logits, axis=-1)
-        token_log_probs = ops.take_along_axis(log_probs, tokens[:, None], axis=-1)
-        tokens = ops.where(finished, PADDING_ID, tokens)
-        scores = scores + ops.where(finished, 0.0, token_log_probs[:, 0])
-        sequences = write_column(sequences, t + 1, tokens)
-        finished = ops.logical_or(finished, ops.equal(tokens, end_id))
-        return t + 1, sequences, finished, scores, state
-
-    loop_vars = (
-        ops.convert_to_tensor(0, dtype="int32"),
-        start_buffer(batch, max_length, start_id),
-        empty,
-        ops.zeros((batch,), dtype="float32"),
-        state,
-    )
-    _, sequences, _, scores, _ = ops.while_loop(
-        cond, body, loop_vars, maximum_iterations=max_length
-    )
-    return sequences[:, 1:], scores

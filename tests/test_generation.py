@@ -446,3 +446,57 @@ def test_invalid_arguments(options, message, models):
     options = dict(dict(max_length=8, start_id=START, end_id=END), **options)
     with pytest.raises(ValueError, match=message):
         generate(models["random"], random_sources(0, 1, 4), **options)
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_dynamic_shapes_give_the_compiled_tokens(method, trained):
+    """Caches that grow and sentences that leave the batch (eagerly, and in
+    a TensorFlow graph with unknown shapes, as the SavedModel runs) decode
+    what the compiled static-shape path decodes; an empty row decodes to
+    nothing."""
+    source = random_sources(21, 9, 6)
+    source[4] = 0
+    options = dict(
+        start_id=START, end_id=END, max_length=MAX_LENGTH, method=method, beam_size=3
+    )
+    compiled, compiled_scores = (
+        to_numpy(x) for x in generate(trained, source, **options)
+    )
+    assert np.all(compiled[4] == 0) and compiled_scores[4] == 0.0
+    runs = [
+        generate(trained, source, jit_compile=False, dynamic_shapes=True, **options)
+    ]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        graph = tf.function(
+            lambda ids: generate(
+                trained, ids, jit_compile=False, dynamic_shapes=True, **options
+            ),
+            input_signature=[tf.TensorSpec([None, None], tf.int32)],
+            autograph=False,
+        )
+        runs.append(graph(source))
+    for tokens, scores in runs:
+        np.testing.assert_array_equal(to_numpy(tokens), compiled)
+        np.testing.assert_allclose(to_numpy(scores), compiled_scores, atol=1e-4)
+
+
+def test_generate_compiles_once_per_settings_and_padded_shape(trained):
+    from keras_tfm.generation import _COMPILED
+
+    options = dict(start_id=START, end_id=END, max_length=MAX_LENGTH, method="greedy")
+    _COMPILED.pop(trained, None)
+    three, four = random_sources(22, 3, 5), random_sources(23, 4, 7)
+    first = to_numpy(generate(trained, three, **options)[0])
+    to_numpy(generate(trained, four, **options)[0])
+    # Both batches pad to 4 rows of 16 tokens: one function, one trace.
+    (function,) = _COMPILED[trained].values()
+    if BACKEND == "tensorflow":
+        assert function.experimental_get_tracing_count() == 1
+    generate(trained, three, **dict(options, method="beam"))
+    assert len(_COMPILED[trained]) == 2
+    # The padding changes nothing: the eager path decodes the same tokens.
+    eager = to_numpy(generate(trained, three, jit_compile=False, **options)[0])
+    np.testing.assert_array_equal(first, eager)
+    assert first.shape == (3, MAX_LENGTH)

@@ -111,10 +111,41 @@ def test_incremental_self_attention_cache_equals_causal_attention():
         out, cache = layer(step, step, cache=cache, cache_update_index=t)
         steps.append(to_numpy(out))
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
-    # The cache now holds the projected keys of every position written.
-    keys = to_numpy(layer.key_dense(sequence))
-    np.testing.assert_allclose(to_numpy(cache)[:, 0, :7], keys, atol=1e-6)
-    np.testing.assert_array_equal(to_numpy(cache)[:, :, 7:], 0.0)
+    # The cache now holds the projected keys and values of every position
+    # written, heads first, and zeros after them.
+    keys = to_numpy(layer.key_dense(sequence)).transpose(0, 2, 1, 3)
+    values = to_numpy(layer.value_dense(sequence)).transpose(0, 2, 1, 3)
+    np.testing.assert_allclose(to_numpy(cache[0])[:, :, :7], keys, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(cache[1])[:, :, :7], values, atol=1e-6)
+    np.testing.assert_array_equal(to_numpy(cache[0])[:, :, 7:], 0.0)
+
+
+def test_growing_cache_equals_causal_attention():
+    """Appending each step's keys and values to a cache that starts empty."""
+    _, sequence = inputs(4, tk=7)
+    layer = MultiHeadAttention(num_heads=4)
+    full = to_numpy(layer(sequence, sequence, use_causal_mask=True))
+    cache = layer.initial_cache(batch_size=2, max_length=0, d_model=16)
+    steps = []
+    for t in range(7):
+        step = sequence[:, t : t + 1]
+        out, cache = layer(
+            step, step, cache=cache, cache_update_index=t, grow_cache=True
+        )
+        assert tuple(cache[0].shape) == (2, 4, t + 1, 4)
+        steps.append(to_numpy(out))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+    # Two positions at once: causal within them.
+    cache = layer.initial_cache(batch_size=2, max_length=0, d_model=16)
+    out, cache = layer(
+        sequence[:, :3], sequence[:, :3], cache=cache, cache_update_index=0,
+        grow_cache=True,
+    )  # fmt: skip
+    out2, _ = layer(
+        sequence[:, 3:5], sequence[:, 3:5], cache=cache, cache_update_index=3,
+        grow_cache=True,
+    )  # fmt: skip
+    np.testing.assert_allclose(to_numpy(out2), full[:, 3:5], atol=1e-5)
 
 
 def test_precomputed_cross_attention_cache_equals_direct_call():
@@ -125,7 +156,8 @@ def test_precomputed_cross_attention_cache_equals_direct_call():
     cache = layer.compute_cache(memory)
     cached, same_cache = layer(query, cache=cache, value_mask=padding)
     np.testing.assert_allclose(to_numpy(cached), direct, atol=1e-6)
-    np.testing.assert_array_equal(to_numpy(same_cache), to_numpy(cache))
+    for mine, theirs in zip(same_cache, cache):
+        np.testing.assert_array_equal(to_numpy(mine), to_numpy(theirs))
 
 
 def test_rejects_indivisible_width():
@@ -217,12 +249,14 @@ def test_attention_dropout_reaches_every_attention_of_the_model():
 
 def test_write_cache_writes_keys_and_values_at_the_positions():
     rng = np.random.default_rng(11)
-    cache = rng.normal(size=(3, 2, 9, 2, 4)).astype("float32")
+    cache = tuple(rng.normal(size=(3, 2, 9, 4)).astype("float32") for _ in "kv")
+    # (batch, length 2, heads 2, key_dim 4), written heads first.
     keys = rng.normal(size=(3, 2, 2, 4)).astype("float32")
     values = rng.normal(size=(3, 2, 2, 4)).astype("float32")
     for start in (0, 4, 7):
-        expected = cache.copy()
-        expected[:, 0, start : start + 2] = keys
-        expected[:, 1, start : start + 2] = values
+        expected = [c.copy() for c in cache]
+        expected[0][:, :, start : start + 2] = keys.transpose(0, 2, 1, 3)
+        expected[1][:, :, start : start + 2] = values.transpose(0, 2, 1, 3)
         got = write_cache(cache, keras.ops.convert_to_tensor(start), keys, values)
-        np.testing.assert_array_equal(to_numpy(got), expected)
+        for mine, theirs in zip(got, expected):
+            np.testing.assert_array_equal(to_numpy(mine), theirs)

@@ -23,16 +23,20 @@ class Decoder(Encoder):
             may be None when `cross_attention_cache` is given.
         decoder_sequence_mask, encoder_sequence_mask: padding masks, filled
             from the inputs' Keras masks when not given.
-        self_attention_cache: a tuple with one `(batch, 2, max_length,
-            num_heads, key_dim)` tensor per layer, from
-            `initial_self_attention_cache`. One tensor per layer (rather
-            than one stacked tensor) lets each step update each layer's
-            cache in place instead of copying all of them.
+        self_attention_cache: a tuple with one `(keys, values)` pair per
+            layer, each `(batch, num_heads, max_length, key_dim)`, from
+            `initial_self_attention_cache`. One pair per layer (rather than
+            one stacked tensor) lets each step update each layer's cache in
+            place instead of copying all of them.
         self_attention_cache_update_index: position of the first element of
             `decoder_sequence`; also the positional-encoding offset.
-        cross_attention_cache: a tuple with one `(batch, 2, source_length,
-            num_heads, key_dim)` tensor per layer, from
-            `compute_cross_attention_cache`.
+        cross_attention_cache: a tuple with one `(keys, values)` pair per
+            layer, from `compute_cross_attention_cache`.
+        grow_self_attention_cache: append each step's keys and values to
+            caches that start empty (`initial_self_attention_cache(batch,
+            0)`) instead of writing into preallocated ones: less memory
+            traffic, but shapes that change every step (TensorFlow graphs
+            and eager execution, not XLA or `jax.jit`).
         training: enables dropout.
 
     Returns:
@@ -86,7 +90,8 @@ class Decoder(Encoder):
         self.built = True
 
     def initial_self_attention_cache(self, batch_size, max_length):
-        """Per layer, zeros `(batch, 2, max_length, num_heads, key_dim)`."""
+        """Per layer, zero `(keys, values)` `(batch, num_heads, max_length,
+        key_dim)`; `max_length` 0 for a cache that grows."""
         return tuple(
             layer.self_attention.initial_cache(batch_size, max_length, self.d_model)
             for layer in self.decoder_layers
@@ -108,6 +113,7 @@ class Decoder(Encoder):
         self_attention_cache=None,
         self_attention_cache_update_index=None,
         cross_attention_cache=None,
+        grow_self_attention_cache=False,
         training=None,
     ):
         if decoder_sequence_mask is None:
@@ -133,6 +139,7 @@ class Decoder(Encoder):
                         if cross_attention_cache is None
                         else cross_attention_cache[index]
                     ),
+                    grow_self_attention_cache=grow_self_attention_cache,
                     training=training,
                 )
                 new_self_caches.append(layer_cache)

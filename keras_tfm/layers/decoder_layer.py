@@ -34,11 +34,16 @@ class DecoderLayer(EncoderLayer):
             cached decoding too, where no encoder tensor is passed.
         self_attention_mask: optional extra boolean
             `(batch, target_length, target_length)` mask.
-        self_attention_cache: `(batch, 2, max_length, num_heads, key_dim)`.
+        self_attention_cache: `(keys, values)` from
+            `self.self_attention.initial_cache`, each `(batch, num_heads,
+            max_length, key_dim)`.
         self_attention_cache_update_index: where `decoder_sequence` starts
             inside the cache.
-        cross_attention_cache: `(batch, 2, source_length, num_heads,
-            key_dim)` from `self.cross_attention.compute_cache(encoder_out)`.
+        cross_attention_cache: `(keys, values)` from
+            `self.cross_attention.compute_cache(encoder_out)`.
+        grow_self_attention_cache: append this step's keys and values to
+            the self-attention cache instead of writing them at
+            `self_attention_cache_update_index` (see `MultiHeadAttention`).
         training: enables dropout.
 
     Returns:
@@ -109,6 +114,7 @@ class DecoderLayer(EncoderLayer):
         self_attention_cache=None,
         self_attention_cache_update_index=None,
         cross_attention_cache=None,
+        grow_self_attention_cache=False,
         training=None,
     ):
         if decoder_sequence_mask is None:
@@ -127,6 +133,7 @@ class DecoderLayer(EncoderLayer):
                 attention_mask=self_attention_mask,
                 cache=self_attention_cache,
                 cache_update_index=self_attention_cache_update_index,
+                grow_cache=grow_self_attention_cache,
                 training=training,
             )
         else:

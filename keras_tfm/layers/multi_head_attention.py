@@ -21,8 +21,8 @@ def write_cache(cache, start, keys, values):
     """`cache` with `keys` and `values` written at positions `start`, ....
 
     Args:
-        cache: `(batch, 2, cache_length, num_heads, key_dim)`, keys at index 0
-            of axis 1 and values at index 1.
+        cache: `(cached_keys, cached_values)`, each `(batch, num_heads,
+            cache_length, key_dim)`.
         start: int or scalar int tensor, the position of the first entry.
         keys, values: `(batch, length, num_heads, key_dim)`.
 
@@ -32,20 +32,32 @@ def write_cache(cache, start, keys, values):
     it with XLA. `tensor_scatter_nd_update` is a core op, and XLA compiles it
     into an in-place update of the loop-carried cache.
     """
-    batch, length = ops.shape(keys)[0], ops.shape(keys)[1]
-    grid = (batch, 2, length)
+    batch, heads, length = ops.shape(keys)[0], keys.shape[2], ops.shape(keys)[1]
+    grid = (batch, heads, length)
     coordinates = [
         ops.arange(batch, dtype="int32")[:, None, None],
-        ops.arange(2, dtype="int32")[None, :, None],
+        ops.arange(heads, dtype="int32")[None, :, None],
         ops.arange(length, dtype="int32")[None, None, :] + ops.cast(start, "int32"),
     ]
     indices = ops.stack([ops.broadcast_to(c, grid) for c in coordinates], axis=-1)
-    updates = ops.stack([keys, values], axis=1)  # (batch, 2, length, heads, dim)
-    trailing = tuple(cache.shape[3:])
-    return ops.scatter_update(
-        cache,
-        ops.reshape(indices, (-1, 3)),
-        ops.cast(ops.reshape(updates, (-1,) + trailing), cache.dtype),
+    indices = ops.reshape(indices, (-1, 3))
+    written = []
+    for cached, new in zip(cache, (keys, values)):
+        updates = ops.reshape(ops.transpose(new, (0, 2, 1, 3)), (-1, cached.shape[-1]))
+        written.append(
+            ops.scatter_update(cached, indices, ops.cast(updates, cached.dtype))
+        )
+    return tuple(written)
+
+
+def append_to_cache(cache, keys, values):
+    """`cache` with `keys` and `values` `(batch, length, heads, key_dim)`
+    appended along its length axis (a cache that grows as decoding goes)."""
+    return tuple(
+        ops.concatenate(
+            [cached, ops.cast(ops.transpose(new, (0, 2, 1, 3)), cached.dtype)], axis=2
+        )
+        for cached, new in zip(cache, (keys, values))
     )
 
 
@@ -79,16 +91,21 @@ class MultiHeadAttention(keras.layers.Layer):
         attention_mask: boolean `(batch, query_length, key_length)`, True
             where a query may attend to a key.
         use_causal_mask: forbid attending to later positions.
-        cache: `(batch, 2, cache_length, num_heads, key_dim)` holding keys
-            (index 0) and values (index 1).
+        cache: `(keys, values)`, each `(batch, num_heads, cache_length,
+            key_dim)` (heads first: attention reads them in place).
             * with `cache_update_index=None`, keys and values are read from
               the cache as they are (cross-attention: computed once per
               source by `compute_cache`);
             * with an integer `cache_update_index`, the keys and values of
               `value` are written at that position and attention runs over
               the whole cache, with a causal mask relative to that position
-              unless `attention_mask` is given (self-attention decoding).
+              unless `attention_mask` is given (self-attention decoding);
+            * with `grow_cache=True`, they are appended to the cache instead,
+              which then holds exactly the positions decoded so far (a
+              shape that changes every step: TensorFlow graphs and eager
+              execution, not XLA or `jax.jit`).
         cache_update_index: int or scalar int tensor.
+        grow_cache: append to the cache rather than write at an index.
         return_attention_scores: also return the weights.
         training: enables dropout.
 
@@ -104,6 +121,7 @@ class MultiHeadAttention(keras.layers.Layer):
     >>> x = keras.random.normal((2, 10, 512))
     >>> y = mha(x, x, use_causal_mask=True)
     >>> cache = mha.initial_cache(batch_size=2, max_length=10, d_model=512)
+    >>> # cache: (keys, values), each (2, 8, 10, 64)
     >>> y0, cache = mha(x[:, :1], x[:, :1], cache=cache, cache_update_index=0)
 
     Reference: "Attention Is All You Need", section 3.2.
@@ -170,12 +188,16 @@ class MultiHeadAttention(keras.layers.Layer):
         self.built = True
 
     def initial_cache(self, batch_size, max_length, d_model=None):
-        """Zeros `(batch, 2, max_length, num_heads, key_dim)` for self-attention."""
+        """Zero `(keys, values)`, each `(batch, num_heads, max_length, key_dim)`.
+
+        `max_length` may be 0 (or a tensor) for a cache that grows.
+        """
         if self.key_dim is None:
             self.key_dim = d_model // self.num_heads
-        return ops.zeros(
-            (batch_size, 2, max_length, self.num_heads, self.key_dim),
-            dtype=self.compute_dtype,
+        shape = (batch_size, self.num_heads, max_length, self.key_dim)
+        return (
+            ops.zeros(shape, dtype=self.compute_dtype),
+            ops.zeros(shape, dtype=self.compute_dtype),
         )
 
     def _project(self, inputs, *projections):
@@ -219,13 +241,14 @@ class MultiHeadAttention(keras.layers.Layer):
         return outputs + dense.bias if self.use_bias else outputs
 
     def compute_cache(self, value, key=None):
-        """Projected keys and values of a fixed memory (the encoder output)."""
+        """Projected `(keys, values)` of a fixed memory (the encoder output),
+        each `(batch, num_heads, length, key_dim)`."""
         if key is None:
             keys, values = self._project(value, self.key_dense, self.value_dense)
         else:
             keys = self._project(key, self.key_dense)[0]
             values = self._project(value, self.value_dense)[0]
-        return ops.stack([keys, values], axis=1)
+        return tuple(ops.transpose(x, (0, 2, 1, 3)) for x in (keys, values))
 
     def call(
         self,
@@ -239,13 +262,16 @@ class MultiHeadAttention(keras.layers.Layer):
         use_causal_mask=False,
         cache=None,
         cache_update_index=None,
+        grow_cache=False,
         return_attention_scores=False,
         training=None,
     ):
         if value is None and cache is None:
             value = query
         query_length = ops.shape(query)[1]
-        reads_from_cache = cache is not None and cache_update_index is None
+        reads_from_cache = (
+            cache is not None and cache_update_index is None and not grow_cache
+        )
         if reads_from_cache:
             query_heads = self._project(query, self.query_dense)[0]
         elif value is query and (key is None or key is query):
@@ -262,18 +288,21 @@ class MultiHeadAttention(keras.layers.Layer):
                 key_heads = self._project(key, self.key_dense)[0]
                 value_heads = self._project(value, self.value_dense)[0]
 
-        if reads_from_cache:
-            key_heads, value_heads = cache[:, 0], cache[:, 1]
-        elif cache is not None:
-            cache = write_cache(cache, cache_update_index, key_heads, value_heads)
-            key_heads, value_heads = cache[:, 0], cache[:, 1]
-            if attention_mask is None:
-                attention_mask = causal_mask(
-                    query_length, ops.shape(cache)[2], cache_update_index
-                )[None]
+        if cache is not None:
+            if grow_cache:
+                cache = append_to_cache(cache, key_heads, value_heads)
+            elif not reads_from_cache:
+                cache = write_cache(cache, cache_update_index, key_heads, value_heads)
+            key_heads, value_heads = cache
+            key_length = ops.shape(key_heads)[2]
+            if not reads_from_cache and attention_mask is None:
+                # A static cache holds zeros past the current position; a
+                # grown one ends at the last query.
+                offset = key_length - query_length if grow_cache else cache_update_index
+                attention_mask = causal_mask(query_length, key_length, offset)[None]
                 use_causal_mask = False
-
-        key_length = ops.shape(key_heads)[1]
+        else:
+            key_length = ops.shape(key_heads)[1]
         mask = self._merge_masks(
             attention_mask,
             query_mask,
@@ -293,6 +322,7 @@ class MultiHeadAttention(keras.layers.Layer):
             training=training,
             seed_generator=self.seed_generator,
             return_attention_scores=return_attention_scores,
+            heads_first=cache is not None,
         )
         if return_attention_scores:
             attended, scores = result

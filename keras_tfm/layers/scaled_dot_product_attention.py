@@ -22,6 +22,7 @@ def scaled_dot_product_attention(
     seed_generator=None,
     return_attention_scores=False,
     use_fused=None,
+    heads_first=False,
 ):
     """Scaled dot-product attention, equation (1) of the paper.
 
@@ -42,6 +43,10 @@ def scaled_dot_product_attention(
         seed_generator: a `keras.random.SeedGenerator` for the dropout.
         return_attention_scores: also return the weights
             `(batch, num_heads, query_length, key_length)`.
+        heads_first: `key` and `value` are `(batch, num_heads, key_length,
+            d)` instead (the layout of `MultiHeadAttention`'s decoding
+            caches: the products read them in place, with no transposed
+            copy); `query` and the output keep theirs (rank 4 only).
         use_fused: when nothing but the plain math is asked for (no weights
             returned, no active dropout), call `keras.ops.dot_product_attention`
             so backends can use their fused kernels. None (default) does so on
@@ -57,6 +62,13 @@ def scaled_dot_product_attention(
     >>> q = k = v = keras.random.normal((2, 5, 4, 16))
     >>> out = scaled_dot_product_attention(q, k, v)  # (2, 5, 4, 16)
     """
+    if heads_first:
+        # The einsums read keys and values in this layout as they are; only
+        # the queries and outputs (one position when decoding) move.
+        return _attend(
+            query, key, value, mask, dropout_rate, training, seed_generator,
+            return_attention_scores, heads_first=True,
+        )  # fmt: skip
     single_head = len(query.shape) == 3
     if single_head:
         query = ops.expand_dims(query, 2)
@@ -92,22 +104,63 @@ def scaled_dot_product_attention(
             outputs = outputs * ops.cast(row_valid, outputs.dtype)
         return ops.squeeze(outputs, 2) if single_head else outputs
 
-    scores = ops.einsum("bqhd,bkhd->bhqk", query, key) * ops.cast(scale, query.dtype)
+    result = _attend(
+        query, key, value, mask, dropout_rate, training, seed_generator,
+        return_attention_scores,
+    )  # fmt: skip
+    outputs, weights = result if return_attention_scores else (result, None)
+    if single_head:
+        outputs = ops.squeeze(outputs, 2)
+    if return_attention_scores:
+        return outputs, ops.squeeze(weights, 1) if single_head else weights
+    return outputs
+
+
+def _attend(
+    query, key, value, mask, dropout_rate, training, seed_generator,
+    return_attention_scores, heads_first=False,
+):  # fmt: skip
+    """The explicit softmax(Q K^T / sqrt(d)) V on rank-4 inputs.
+
+    `query` is `(batch, q, heads, d)`; `key` and `value` are `(batch, k,
+    heads, d)`, or `(batch, heads, k, d)` with `heads_first`. Returns
+    `(batch, q, heads, d)` outputs (and the weights).
+    """
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+        while len(mask.shape) < 4:
+            mask = ops.expand_dims(mask, 0)
+    scale = 1.0 / math.sqrt(query.shape[-1])
+    kv = "bhkd" if heads_first else "bkhd"
+    one_query = heads_first and query.shape[1] == 1
+    if one_query:
+        # One decoding step: products and sums over the cache are cheaper
+        # than batched matrix products of a single row.
+        query_heads = ops.transpose(query, (0, 2, 1, 3))  # (b, h, 1, d)
+        scores = ops.sum(query_heads * key, axis=-1)[:, :, None, :]
+        scores = scores * ops.cast(scale, query.dtype)
+    else:
+        scores = ops.einsum(f"bqhd,{kv}->bhqk", query, key)
+        scores = scores * ops.cast(scale, query.dtype)
     scores = ops.cast(scores, "float32")
     if mask is not None:
         scores = ops.where(mask, scores, MASK_FILL_VALUE)
-    weights = ops.softmax(scores, axis=-1)
+    # exp and normalise rather than ops.softmax: the same math, without
+    # Keras' warning about a softmax over one key (the first decoding step).
+    weights = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True))
+    weights = weights / ops.sum(weights, axis=-1, keepdims=True)
     if mask is not None:
         row_valid = ops.any(mask, axis=-1, keepdims=True)
         weights = weights * ops.cast(row_valid, weights.dtype)
     weights = ops.cast(weights, query.dtype)
     attended_weights = weights
-    if dropout_active:
+    if bool(dropout_rate) and bool(training):
         attended_weights = random.dropout(weights, dropout_rate, seed=seed_generator)
-    outputs = ops.einsum("bhqk,bkhd->bqhd", attended_weights, value)
-    if single_head:
-        outputs = ops.squeeze(outputs, 2)
-        weights = ops.squeeze(weights, 1)
+    if one_query:
+        outputs = ops.sum(attended_weights[:, :, 0, :, None] * value, axis=2)
+        outputs = outputs[:, None]  # (b, 1, h, d)
+    else:
+        outputs = ops.einsum(f"bhqk,{kv}->bqhd", attended_weights, value)
     if return_attention_scores:
         return outputs, weights
     return outputs

@@ -1,0 +1,257 @@
+"""Serving speed: the exported SavedModel, run as TF Serving runs it, against
+CTranslate2 on the same weights.
+
+    python benchmarks/serving.py RUN_DIR [--sentences 1000] [--rounds 3]
+
+RUN_DIR is a finished `keras-tfm train` run. The script exports its model
+as SavedModels (beam search, 4 beams, and greedy; `--savedmodel-options`
+adds variants such as `dtype=bfloat16`) and as CTranslate2 float32 and int8
+models, then runs every engine in one client process that imports neither
+Keras nor keras_tfm:
+
+* the SavedModel: the `serve` MetaGraph loaded into a TF1 `Session`, run by
+  the `serving_default` signature's tensor names (what the C++ model server
+  does), sentences in, translations out;
+* CTranslate2: `ctranslate2.Translator`, with SentencePiece tokenizing and
+  detokenizing outside it (the same model files).
+
+Both get the same 2 threads (TF intra-op 2, inter-op 1; CTranslate2
+intra_threads 2). For each engine: sentences/s and generated tokens/s
+(pieces of the output, end token excluded) over the test split at batch 64,
+with beam 4 and greedy search, and p50/p95 latency at batch 1 (beam 4) over
+the first `--latency-sentences`; engines alternate round by round and the
+median round is reported. Translations of every engine are scored with
+sacreBLEU against the references.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+THREADS = 2
+
+
+# --------------------------------------------------------------- the client
+def client(request_path, response_path):
+    """Times every engine of the request; imports no Keras and no keras_tfm."""
+    import ctranslate2
+    import numpy as np
+    import sentencepiece as spm
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
+
+    request = json.loads(Path(request_path).read_text(encoding="utf-8"))
+    sentences = request["sentences"]
+    tgt_sp = spm.SentencePieceProcessor(model_file=request["tgt_tokenizer"])
+    src_sp = spm.SentencePieceProcessor(model_file=request["src_tokenizer"])
+
+    def saved_model_engine(path):
+        graph = tf.Graph()
+        config = tf.compat.v1.ConfigProto(
+            intra_op_parallelism_threads=THREADS, inter_op_parallelism_threads=1
+        )
+        session = tf.compat.v1.Session(graph=graph, config=config)
+        with graph.as_default():
+            meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+        signature = meta.signature_def["serving_default"]
+        feed = signature.inputs["sentences"].name
+        fetch = signature.outputs["translations"].name
+
+        def translate(batch):
+            out = session.run(fetch, {feed: [s.encode("utf-8") for s in batch]})
+            return [t.decode("utf-8") for t in out]
+
+        return translate
+
+    def ctranslate2_engine(path, beam_size, max_length):
+        translator = ctranslate2.Translator(
+            path, device="cpu", intra_threads=THREADS, inter_threads=1
+        )
+
+        def translate(batch):
+            pieces = [src_sp.encode(s, out_type=str) for s in batch]
+            results = translator.translate_batch(
+                pieces,
+                beam_size=beam_size,
+                max_batch_size=len(batch),
+                min_decoding_length=0,
+                max_decoding_length=max_length,
+            )
+            return [tgt_sp.decode(r.hypotheses[0]) for r in results]
+
+        return translate
+
+    engines = {}
+    for name, spec in request["engines"].items():
+        if spec["kind"] == "saved_model":
+            engines[name] = saved_model_engine(spec["path"])
+        else:
+            engines[name] = ctranslate2_engine(
+                spec["path"], spec["beam_size"], spec["max_length"]
+            )
+
+    def run_all(translate, batch_size, items):
+        outputs = []
+        start = time.perf_counter()
+        for i in range(0, len(items), batch_size):
+            outputs.extend(translate(items[i : i + batch_size]))
+        return time.perf_counter() - start, outputs
+
+    results = {name: {"rounds": [], "latencies": []} for name in engines}
+    for translate in engines.values():  # warm up: graph optimisation, caches
+        run_all(translate, request["batch_size"], sentences[: request["batch_size"]])
+    for round_index in range(request["rounds"]):
+        order = list(engines) if round_index % 2 == 0 else list(engines)[::-1]
+        for name in order:
+            seconds, outputs = run_all(engines[name], request["batch_size"], sentences)
+            results[name]["rounds"].append(seconds)
+            results[name]["translations"] = outputs
+            if request["engines"][name].get("latency"):
+                for sentence in sentences[: request["latency_sentences"]]:
+                    start = time.perf_counter()
+                    engines[name]([sentence])
+                    results[name]["latencies"].append(time.perf_counter() - start)
+    for result in results.values():
+        result["tokens"] = int(
+            np.sum([len(tgt_sp.encode(t)) for t in result["translations"]])
+        )
+    Path(response_path).write_text(json.dumps(results), encoding="utf-8")
+
+
+# ----------------------------------------------------------- the exporter
+def export_engines(run_dir, work, savedmodel_options):
+    """Exports the run's model every way the benchmark runs it."""
+    from keras_tfm.ctranslate2_export import export_ctranslate2
+    from keras_tfm.export import export_saved_model
+    from keras_tfm.run_dir import RunDirectory
+
+    run = RunDirectory(run_dir).load()
+    max_length = run.config.export.max_length
+    engines = {}
+    for method, beam_size in (("beam", 4), ("greedy", 1)):
+        for label, extra in [("", {})] + [
+            (f" {k}={v}", {k: v}) for k, v in savedmodel_options.items()
+        ]:
+            name = f"SavedModel {method}{label}"
+            path = export_saved_model(
+                run.model, run.src_tokenizer, run.tgt_tokenizer,
+                base_dir=work, name=f"sm-{method}{label.replace('=', '-').strip()}",
+                method=method, beam_size=beam_size, max_length=max_length, **extra,
+            )  # fmt: skip
+            engines[name] = dict(kind="saved_model", path=str(path), method=method)
+    for quantization in (None, "int8"):
+        path = work / f"ct2-{quantization or 'float32'}"
+        export_ctranslate2(
+            run.model, run.src_tokenizer, run.tgt_tokenizer, path, quantization
+        )
+        for method, beam_size in (("beam", 4), ("greedy", 1)):
+            name = f"CTranslate2 {quantization or 'float32'} {method}"
+            engines[name] = dict(
+                kind="ctranslate2", path=str(path), beam_size=beam_size,
+                max_length=max_length, method=method,
+            )  # fmt: skip
+    for spec in engines.values():
+        spec["latency"] = spec["method"] == "beam"
+    return run, engines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--latency-sentences", type=int, default=50)
+    parser.add_argument("--data-dir", help="default: the run's")
+    parser.add_argument(
+        "--savedmodel-options",
+        default="{}",
+        help="JSON of extra export_saved_model options to compare, e.g. "
+        '{"jit_compile": true}',
+    )
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    import sacrebleu
+
+    from keras_tfm.data import read_parallel
+    from keras_tfm.run import data_directory
+    from keras_tfm.run_dir import RunDirectory
+
+    with tempfile.TemporaryDirectory() as temp:
+        work = Path(temp)
+        run, engines = export_engines(
+            args.run_dir, work, json.loads(args.savedmodel_options)
+        )
+        config = run.config
+        if args.data_dir:
+            config = config.updated({"data.data_dir": args.data_dir})
+        data_dir = data_directory(config, RunDirectory(args.run_dir))
+        sources, references = read_parallel(
+            data_dir, "test", config.data.src, config.data.tgt
+        )
+        sources, references = sources[: args.sentences], references[: args.sentences]
+        request = dict(
+            sentences=sources,
+            engines=engines,
+            rounds=args.rounds,
+            batch_size=args.batch_size,
+            latency_sentences=args.latency_sentences,
+            src_tokenizer=str(RunDirectory(args.run_dir).src_tokenizer),
+            tgt_tokenizer=str(RunDirectory(args.run_dir).tgt_tokenizer),
+        )
+        (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
+        subprocess.run(
+            [sys.executable, __file__, "--client", str(work / "request.json"),
+             str(work / "response.json")],
+            check=True,
+        )  # fmt: skip
+        results = json.loads((work / "response.json").read_text(encoding="utf-8"))
+
+    print(
+        f"{config.name}: {len(sources)} test sentences, batch {args.batch_size}, "
+        f"{THREADS} threads per engine, median of {args.rounds} rounds"
+    )
+    print("| engine | sentences/s | tokens/s | p50 ms (batch 1) | p95 ms | sacreBLEU |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rows = []
+    for name, result in results.items():
+        seconds = statistics.median(result["rounds"])
+        latencies = sorted(result["latencies"])
+        p50 = p95 = None
+        if latencies:
+            p50 = 1000 * latencies[len(latencies) // 2]
+            p95 = 1000 * latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+        bleu = sacrebleu.corpus_bleu(result["translations"], [references]).score
+        row = dict(
+            engine=name,
+            sentences_per_second=round(len(sources) / seconds, 1),
+            tokens_per_second=round(result["tokens"] / seconds, 1),
+            p50_ms=None if p50 is None else round(p50, 1),
+            p95_ms=None if p95 is None else round(p95, 1),
+            sacrebleu=round(bleu, 2),
+        )
+        rows.append(row)
+        fmt = lambda v: "—" if v is None else f"{v:,}"  # noqa: E731
+        print(
+            f"| {name} | {fmt(row['sentences_per_second'])} | "
+            f"{fmt(row['tokens_per_second'])} | {fmt(row['p50_ms'])} | "
+            f"{fmt(row['p95_ms'])} | {row['sacrebleu']} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client(sys.argv[2], sys.argv[3])
+    else:
+        main()

@@ -1,0 +1,157 @@
+"""Greedy search and sampling for `keras_tfm.generate` (`keras.ops` only).
+
+One token per sequence per step. `sequential_search` runs with static shapes
+(XLA, `jax.jit`); `compacting_greedy_search` drops each sequence from the
+batch when it ends (shapes that change every step: TensorFlow graphs and
+eager execution).
+"""
+
+import keras
+from keras import ops
+
+from keras_tfm.layers.token_embedding import PADDING_ID
+from keras_tfm.token_buffers import exclude_padding, start_buffer, write_column
+
+
+def greedy_choice(logits, t):
+    return ops.cast(ops.argmax(exclude_padding(logits), axis=-1), "int32")
+
+
+def sampler(uniforms, temperature, top_k, top_p):
+    """Inverse-CDF sampling with the pre-drawn `uniforms[t]` `(batch,)`.
+
+    Drawing all uniforms before the loop keeps the loop free of random-state
+    updates (so it traces under `jax.jit`) and costs one float per token.
+    """
+
+    def choose(logits, t):
+        if top_k == 1:
+            return greedy_choice(logits, t)
+        scaled = exclude_padding(logits / temperature)
+        vocab = scaled.shape[-1]
+        candidates = None
+        if top_k is not None and top_k < vocab:
+            scaled, candidates = ops.top_k(scaled, top_k)
+        elif top_p is not None and top_p < 1:
+            scaled, candidates = ops.top_k(scaled, vocab)  # a full sort
+        probs = ops.softmax(scaled, axis=-1)
+        if top_p is not None and top_p < 1:
+            # `probs` is sorted: keep the tokens whose preceding mass is
+            # below top_p (the first one always).
+            preceding = ops.cumsum(probs, axis=-1) - probs
+            probs = ops.where(ops.less(preceding, top_p), probs, 0.0)
+        cdf = ops.cumsum(probs, axis=-1)
+        target = ops.take(uniforms, t, axis=0)[:, None] * cdf[:, -1:]
+        index = ops.sum(ops.cast(ops.less_equal(cdf, target), "int32"), axis=-1)
+        # Rounding can push the index past the last token with mass.
+        width = ops.shape(probs)[-1]
+        last_valid = (width - 1) - ops.argmax(
+            ops.flip(ops.greater(probs, 0.0), axis=-1), axis=-1
+        )
+        index = ops.minimum(index, ops.cast(last_valid, "int32"))
+        if candidates is None:
+            return index
+        return ops.take_along_axis(
+            ops.cast(candidates, "int32"), index[:, None], axis=-1
+        )[:, 0]
+
+    return choose
+
+
+def sequential_search(step, state, choose, batch, max_length, start_id, end_id, empty):
+    """Greedy search or sampling: one token per sequence per iteration.
+
+    Rows with an `empty` source start finished.
+    """
+
+    def cond(t, sequences, finished, scores, state):
+        return ops.logical_and(
+            ops.less(t, max_length), ops.logical_not(ops.all(finished))
+        )
+
+    def body(t, sequences, finished, scores, state):
+        logits, state = step(sequences, t, state)
+        tokens = choose(logits, t)
+        token_logits = ops.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
+        token_log_probs = token_logits - ops.logsumexp(logits, axis=-1)
+        tokens = ops.where(finished, PADDING_ID, tokens)
+        scores = scores + ops.where(finished, 0.0, token_log_probs)
+        sequences = write_column(sequences, t + 1, tokens)
+        finished = ops.logical_or(finished, ops.equal(tokens, end_id))
+        return t + 1, sequences, finished, scores, state
+
+    loop_vars = (
+        ops.convert_to_tensor(0, dtype="int32"),
+        start_buffer(batch, max_length, start_id),
+        empty,
+        ops.zeros((batch,), dtype="float32"),
+        state,
+    )
+    _, sequences, _, scores, _ = ops.while_loop(
+        cond, body, loop_vars, maximum_iterations=max_length
+    )
+    return sequences[:, 1:], scores
+
+
+def compacting_greedy_search(step, state, batch, max_length, start_id, end_id, empty):
+    """Greedy search that drops each sequence from the batch when it ends.
+
+    `state` must hold every per-row tensor the step reads (`decoder_step`
+    with `dynamic`); shapes change every step.
+    """
+    width = max_length + 1
+    out_tokens = ops.full((batch, width), PADDING_ID, dtype="int32")
+    out_scores = ops.zeros((batch,), dtype="float32")
+    kept = ops.cast(ops.nonzero(ops.logical_not(empty))[0], "int32")
+    sequences = ops.take(start_buffer(batch, max_length, start_id), kept, axis=0)
+    scores = ops.zeros_like(ops.cast(kept, "float32"))
+    state = keras.tree.map_structure(lambda x: ops.take(x, kept, axis=0), state)
+
+    def cond(t, sequences, scores, state, ids, out_tokens, out_scores):
+        return ops.logical_and(ops.less(t, max_length), ops.greater(ops.size(ids), 0))
+
+    def body(t, sequences, scores, state, ids, out_tokens, out_scores):
+        logits, state = step(sequences, t, state)
+        tokens = greedy_choice(logits, t)
+        token_logits = ops.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
+        scores = scores + token_logits - ops.logsumexp(logits, axis=-1)
+        sequences = write_column(sequences, t + 1, tokens)
+        done = ops.logical_or(
+            ops.equal(tokens, end_id), ops.greater_equal(t + 1, max_length)
+        )
+        leaving = ops.cast(ops.nonzero(done)[0], "int32")
+        targets = ops.take(ids, leaving, axis=0)[:, None]
+        out_tokens = ops.scatter_update(
+            out_tokens, targets, ops.take(sequences, leaving, axis=0)
+        )
+        out_scores = ops.scatter_update(
+            out_scores, targets, ops.take(scores, leaving, axis=0)
+        )
+        staying = ops.cast(ops.nonzero(ops.logical_not(done))[0], "int32")
+        sequences, scores, ids = (
+            ops.take(x, staying, axis=0) for x in (sequences, scores, ids)
+        )
+        state = ops.cond(
+            ops.any(done),
+            lambda: keras.tree.map_structure(
+                lambda x: ops.take(x, staying, axis=0), state
+            ),
+            lambda: state,
+        )
+        return t + 1, sequences, scores, state, ids, out_tokens, out_scores
+
+    *_, out_tokens, out_scores = ops.while_loop(
+        cond,
+        body,
+        (
+            ops.convert_to_tensor(0, "int32"),
+            sequences,
+            scores,
+            state,
+            kept,
+            out_tokens,
+            out_scores,
+        ),
+        maximum_iterations=max_length,
+    )
+    return out_tokens[:, 1:], out_scores
