@@ -6,8 +6,9 @@ CTranslate2 on the same weights.
 RUN_DIR is a finished `keras-tfm train` run. The script exports its model
 as SavedModels (beam search, 4 beams, and greedy; `--savedmodel-options`
 adds variants such as `dtype=bfloat16`) and as CTranslate2 float32 and int8
-models, then runs every engine in one client process that imports neither
-Keras nor keras_tfm:
+models, then runs the engines in two client processes that import neither
+Keras nor keras_tfm, one for the SavedModels and one for CTranslate2 (so
+that neither's idle threads share the cores with the other's work):
 
 * the SavedModel: the `serve` MetaGraph loaded into a TF1 `Session`, run by
   the `serving_default` signature's tensor names (what the C++ model server
@@ -15,13 +16,15 @@ Keras nor keras_tfm:
 * CTranslate2: `ctranslate2.Translator`, with SentencePiece tokenizing and
   detokenizing outside it (the same model files).
 
-Both get the same 2 threads (TF intra-op 2, inter-op 1; CTranslate2
-intra_threads 2). For each engine: sentences/s and generated tokens/s
-(pieces of the output, end token excluded) over the test split at batch 64,
-with beam 4 and greedy search, and p50/p95 latency at batch 1 (beam 4) over
-the first `--latency-sentences`; engines alternate round by round and the
-median round is reported. Translations of every engine are scored with
-sacreBLEU against the references.
+Both get the machine's 2 cores: TF intra-op 2 and inter-op 2 (what TF
+Serving configures itself to on 2 cores; `TF_INTER_OP=1` for one), and
+CTranslate2 intra_threads 2. For each engine: sentences/s and generated
+tokens/s (pieces of the output, end token excluded) over the test split at
+batch 64, with beam 4 and greedy search, and p50/p95 latency at batch 1
+(beam 4) over the first `--latency-sentences`. Engines alternate round by
+round; the median round is reported, latency percentiles over all rounds.
+Translations of every engine are scored with sacreBLEU against the
+references.
 """
 
 import argparse
@@ -39,91 +42,123 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 THREADS = 2
 
 
-# --------------------------------------------------------------- the client
-def client(request_path, response_path):
-    """Times every engine of the request; imports no Keras and no keras_tfm."""
-    import ctranslate2
-    import numpy as np
+# --------------------------------------------------------------- the clients
+def client(kind, request_path):
+    """Serves rounds of one kind of engine, asked for on stdin.
+
+    `kind` is "saved_model" (imports TensorFlow and TensorFlow Text only)
+    or "ctranslate2" (imports neither): each engine kind runs in its own
+    process, so that one's idle thread pools never share the cores with the
+    other's work. Each line "NAME" on stdin runs that engine over every
+    sentence (and the batch-1 latency sentences for beam search) and
+    answers one JSON line.
+    """
     import sentencepiece as spm
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
 
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     sentences = request["sentences"]
-    tgt_sp = spm.SentencePieceProcessor(model_file=request["tgt_tokenizer"])
     src_sp = spm.SentencePieceProcessor(model_file=request["src_tokenizer"])
-
-    def saved_model_engine(path):
-        graph = tf.Graph()
-        config = tf.compat.v1.ConfigProto(
-            intra_op_parallelism_threads=THREADS, inter_op_parallelism_threads=1
-        )
-        session = tf.compat.v1.Session(graph=graph, config=config)
-        with graph.as_default():
-            meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
-        signature = meta.signature_def["serving_default"]
-        feed = signature.inputs["sentences"].name
-        fetch = signature.outputs["translations"].name
-
-        def translate(batch):
-            out = session.run(fetch, {feed: [s.encode("utf-8") for s in batch]})
-            return [t.decode("utf-8") for t in out]
-
-        return translate
-
-    def ctranslate2_engine(path, beam_size, max_length):
-        translator = ctranslate2.Translator(
-            path, device="cpu", intra_threads=THREADS, inter_threads=1
-        )
-
-        def translate(batch):
-            pieces = [src_sp.encode(s, out_type=str) for s in batch]
-            results = translator.translate_batch(
-                pieces,
-                beam_size=beam_size,
-                max_batch_size=len(batch),
-                min_decoding_length=0,
-                max_decoding_length=max_length,
-            )
-            return [tgt_sp.decode(r.hypotheses[0]) for r in results]
-
-        return translate
-
-    engines = {}
-    for name, spec in request["engines"].items():
-        if spec["kind"] == "saved_model":
-            engines[name] = saved_model_engine(spec["path"])
-        else:
-            engines[name] = ctranslate2_engine(
-                spec["path"], spec["beam_size"], spec["max_length"]
-            )
-
-    def run_all(translate, batch_size, items):
+    tgt_sp = spm.SentencePieceProcessor(model_file=request["tgt_tokenizer"])
+    specs = {n: e for n, e in request["engines"].items() if e["kind"] == kind}
+    if kind == "saved_model":
+        engines = {n: _saved_model_engine(e["path"]) for n, e in specs.items()}
+    else:
+        engines = {n: _ctranslate2_engine(e, src_sp, tgt_sp) for n, e in specs.items()}
+    batch_size = request["batch_size"]
+    for translate in engines.values():  # warm up: graph optimisation, caches
+        translate(sentences[:batch_size])
+    print("ready", flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        translate = engines[name]
         outputs = []
         start = time.perf_counter()
-        for i in range(0, len(items), batch_size):
-            outputs.extend(translate(items[i : i + batch_size]))
-        return time.perf_counter() - start, outputs
+        for i in range(0, len(sentences), batch_size):
+            outputs.extend(translate(sentences[i : i + batch_size]))
+        seconds = time.perf_counter() - start
+        latencies = []
+        if specs[name]["latency"]:
+            for sentence in sentences[: request["latency_sentences"]]:
+                start = time.perf_counter()
+                translate([sentence])
+                latencies.append(time.perf_counter() - start)
+        tokens = sum(len(tgt_sp.encode(t)) for t in outputs)
+        answer = dict(seconds=seconds, latencies=latencies, tokens=tokens)
+        print(json.dumps(dict(answer, translations=outputs)), flush=True)
 
-    results = {name: {"rounds": [], "latencies": []} for name in engines}
-    for translate in engines.values():  # warm up: graph optimisation, caches
-        run_all(translate, request["batch_size"], sentences[: request["batch_size"]])
-    for round_index in range(request["rounds"]):
-        order = list(engines) if round_index % 2 == 0 else list(engines)[::-1]
-        for name in order:
-            seconds, outputs = run_all(engines[name], request["batch_size"], sentences)
-            results[name]["rounds"].append(seconds)
-            results[name]["translations"] = outputs
-            if request["engines"][name].get("latency"):
-                for sentence in sentences[: request["latency_sentences"]]:
-                    start = time.perf_counter()
-                    engines[name]([sentence])
-                    results[name]["latencies"].append(time.perf_counter() - start)
-    for result in results.values():
-        result["tokens"] = int(
-            np.sum([len(tgt_sp.encode(t)) for t in result["translations"]])
+
+def _saved_model_engine(path):
+    """The SavedModel as TF Serving runs it: a TF1 session, by tensor names."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
+
+    graph = tf.Graph()
+    config = tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=THREADS,
+        inter_op_parallelism_threads=int(os.environ.get("TF_INTER_OP", "2")),
+    )
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    with graph.as_default():
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+    signature = meta.signature_def["serving_default"]
+    feed = signature.inputs["sentences"].name
+    fetch = signature.outputs["translations"].name
+
+    def translate(batch):
+        out = session.run(fetch, {feed: [s.encode("utf-8") for s in batch]})
+        return [t.decode("utf-8") for t in out]
+
+    return translate
+
+
+def _ctranslate2_engine(spec, src_sp, tgt_sp):
+    import ctranslate2
+
+    translator = ctranslate2.Translator(
+        spec["path"], device="cpu", intra_threads=THREADS, inter_threads=1
+    )
+
+    def translate(batch):
+        pieces = [src_sp.encode(s, out_type=str) for s in batch]
+        results = translator.translate_batch(
+            pieces,
+            beam_size=spec["beam_size"],
+            max_batch_size=len(batch),
+            min_decoding_length=0,
+            max_decoding_length=spec["max_length"],
         )
-    Path(response_path).write_text(json.dumps(results), encoding="utf-8")
+        return [tgt_sp.decode(r.hypotheses[0]) for r in results]
+
+    return translate
+
+
+def run_rounds(request_path, engines, rounds):
+    """Alternates the engines round by round; `{name: [answers]}`."""
+    clients = {}
+    for kind in sorted({e["kind"] for e in engines.values()}):
+        clients[kind] = subprocess.Popen(
+            [sys.executable, __file__, "--client", kind, str(request_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready = clients[kind].stdout.readline()
+        if ready.strip() != "ready":
+            raise RuntimeError(f"the {kind} client did not start: {ready!r}")
+    answers = {name: [] for name in engines}
+    try:
+        for index in range(rounds):
+            order = list(engines) if index % 2 == 0 else list(engines)[::-1]
+            for name in order:
+                process = clients[engines[name]["kind"]]
+                process.stdin.write(name + "\n")
+                process.stdin.flush()
+                answers[name].append(json.loads(process.stdout.readline()))
+    finally:
+        for process in clients.values():
+            process.stdin.close()
+            process.wait(timeout=60)
+    return answers
 
 
 # ----------------------------------------------------------- the exporter
@@ -209,12 +244,7 @@ def main():
             tgt_tokenizer=str(RunDirectory(args.run_dir).tgt_tokenizer),
         )
         (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
-        subprocess.run(
-            [sys.executable, __file__, "--client", str(work / "request.json"),
-             str(work / "response.json")],
-            check=True,
-        )  # fmt: skip
-        results = json.loads((work / "response.json").read_text(encoding="utf-8"))
+        answers = run_rounds(work / "request.json", engines, args.rounds)
 
     print(
         f"{config.name}: {len(sources)} test sentences, batch {args.batch_size}, "
@@ -223,9 +253,10 @@ def main():
     print("| engine | sentences/s | tokens/s | p50 ms (batch 1) | p95 ms | sacreBLEU |")
     print("|---|---:|---:|---:|---:|---:|")
     rows = []
-    for name, result in results.items():
-        seconds = statistics.median(result["rounds"])
-        latencies = sorted(result["latencies"])
+    for name, rounds in answers.items():
+        result = rounds[-1]
+        seconds = statistics.median(r["seconds"] for r in rounds)
+        latencies = sorted(x for r in rounds for x in r["latencies"])
         p50 = p95 = None
         if latencies:
             p50 = 1000 * latencies[len(latencies) // 2]

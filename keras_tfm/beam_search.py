@@ -17,7 +17,7 @@ from keras import ops
 
 from keras_tfm.layers.scaled_dot_product_attention import MASK_FILL_VALUE
 from keras_tfm.layers.token_embedding import PADDING_ID
-from keras_tfm.token_buffers import exclude_padding, start_buffer, write_column
+from keras_tfm.token_buffers import start_buffer, write_column
 
 
 def length_penalty(length, alpha):
@@ -185,7 +185,14 @@ class _Search:
         # are log-probabilities under all the logits (padding included),
         # without a log-softmax over the whole vocabulary.
         per_beam = min(2 * k, self.vocab)
-        row_logits, row_tokens = ops.top_k(exclude_padding(logits), per_beam)
+        # Padding is never generated: take one token more than needed and
+        # rank padding last (cheaper than masking the whole vocabulary).
+        row_logits, row_tokens = ops.top_k(logits, min(per_beam + 1, self.vocab))
+        row_logits = ops.where(
+            ops.equal(row_tokens, PADDING_ID), MASK_FILL_VALUE, row_logits
+        )
+        row_logits, order = ops.top_k(row_logits, per_beam)
+        row_tokens = ops.take_along_axis(row_tokens, order, axis=-1)
         row_scores = row_logits - ops.logsumexp(logits, axis=-1)[:, None]
         candidates = alive_scores[:, :, None] + ops.reshape(
             row_scores, (-1, k, per_beam)

@@ -78,6 +78,8 @@ def _export(args):
         beam_size=args.beam_size,
         length_penalty=args.length_penalty,
         max_length=args.max_length,
+        dtype=args.dtype,
+        jit_compile=args.jit_compile,
     )
     print(path)
     return 0
@@ -249,6 +251,18 @@ def build_parser():
         "--max-length",
         type=int,
         help=f"most target tokens generated; {run_default} the model's max_length",
+    )
+    export.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        help=f"the SavedModel's weights and arithmetic; {run_default} float32",
+    )
+    export.add_argument(
+        "--jit-compile",
+        action="store_const",
+        const=True,
+        help="XLA-compiled decoding in the SavedModel (TF Serving needs "
+        "--xla_cpu_compilation_enabled)",
     )
     export.set_defaults(handler=_export)
 

@@ -87,3 +87,40 @@ def transformer_parts(model):
         model.get_layer("decoder"),
         project,
     )
+
+
+def transformer_config_of(model):
+    """The `TransformerConfig` a `build_transformer` model was built from."""
+    source_embedding, target_embedding, encoder, decoder, _ = transformer_parts(model)
+    activation = keras.activations.serialize(encoder.activation)
+    return TransformerConfig(
+        src_vocab_size=source_embedding.vocab_size,
+        tgt_vocab_size=target_embedding.vocab_size,
+        d_model=source_embedding.d_model,
+        num_heads=encoder.num_heads,
+        d_ff=encoder.d_ff,
+        num_encoder_layers=encoder.num_layers,
+        num_decoder_layers=decoder.num_layers,
+        dropout=encoder.dropout,
+        attention_dropout=encoder.attention_dropout,
+        activation=activation if isinstance(activation, str) else activation["config"],
+        max_length=encoder.max_length,
+        share_embeddings=source_embedding is target_embedding,
+        tie_output="output_logits" not in {layer.name for layer in model.layers},
+        pre_norm=encoder.pre_norm,
+        layer_norm_epsilon=encoder.layer_norm_epsilon,
+    )
+
+
+def with_dtype_policy(model, policy):
+    """A copy of a `build_transformer` model under another dtype policy
+    ("float32", "bfloat16", "mixed_bfloat16", ...), with the same weights
+    (cast to the policy's variable dtype)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        copy = build_transformer(transformer_config_of(model))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -296,17 +296,23 @@ class EvaluationConfig(_DecodingKeys):
 class ExportConfig(_DecodingKeys):
     """`[export]`: decoding inside the exported SavedModel (fixed at export).
 
-    `DecodingOptions` with its defaults, and `source_max_length`, the most
-    source tokens read (default: the model's `max_length`).
+    `DecodingOptions` with its defaults; `source_max_length`, the most
+    source tokens read (default: the model's `max_length`); `dtype`, the
+    graph's weights and arithmetic ("float32", or "bfloat16"); and
+    `jit_compile`, XLA-compiled decoding (TF Serving then needs
+    `--xla_cpu_compilation_enabled`).
     """
 
     section = "export"
 
     source_max_length: int | None = None
+    dtype: str = "float32"
+    jit_compile: bool = False
 
     def __post_init__(self):
         super().__post_init__()
         check_range("export", "source_max_length", self.source_max_length, 1)
+        check_choice("export", "dtype", self.dtype, ("float32", "bfloat16"))
 
 
 SECTIONS = {

@@ -161,6 +161,8 @@ def test_config_json_is_the_resolved_config(tiny_run):
         "length_penalty": 0.6,
         "max_length": MAX_LENGTH,
         "source_max_length": MAX_LENGTH,
+        "dtype": "float32",
+        "jit_compile": False,
     }
 
 

@@ -496,3 +496,56 @@ def test_cli_errors_exit_2(tmp_path):
     assert result.returncode == 2
     assert "model.keras" in result.stderr.decode()
     assert not (tmp_path / "models").exists()
+
+
+# ------------------------------------------------------------ export options
+def serve_batches(saved_model, batches, folder):
+    """`{name: translations}` from the serving client (TF1 session)."""
+    request_path, response_path = folder / "request.json", folder / "response.json"
+    request_path.write_text(json.dumps({"batches": batches}), encoding="utf-8")
+    result = run_command(
+        [sys.executable, str(CLIENT), str(saved_model), str(request_path),
+         str(response_path)]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    response = json.loads(response_path.read_text(encoding="utf-8"))
+    return response, {name: texts(r) for name, r in response["results"].items()}
+
+
+def test_xla_export_translates_like_generate(trained, translator, tmp_path):
+    path = export_saved_model(
+        trained.model, trained.src, trained.tgt, base_dir=tmp_path, name="xla",
+        jit_compile=True, **BEAM,
+    )  # fmt: skip
+    metadata = json.loads((path / "assets.extra" / "keras_tfm_export.json").read_text())
+    assert metadata["jit_compile"] is True and metadata["dtype"] == "float32"
+    numbers = sources(TEST_NUMBERS)
+    response, served = serve_batches(
+        path, {"all": numbers, "one": numbers[:1], "three": numbers[:3]}, tmp_path
+    )
+    # Still only core and TensorFlow Text ops: XLA compiles at run time.
+    assert response["ops"]["unregistered"] == []
+    assert not [op for op in response["ops"]["core"] if op.startswith("Xla")]
+    expected = translator(numbers)
+    assert served["all"] == expected
+    assert served["one"] == expected[:1] and served["three"] == expected[:3]
+
+
+def test_bfloat16_export_mostly_agrees_with_float32(trained, translator, tmp_path):
+    model = trained.model
+    path = export_saved_model(
+        model, trained.src, trained.tgt, base_dir=tmp_path, name="bf16",
+        dtype="bfloat16", **BEAM,
+    )  # fmt: skip
+    metadata = json.loads((path / "assets.extra" / "keras_tfm_export.json").read_text())
+    assert metadata["dtype"] == "bfloat16"
+    # The weights are stored in bfloat16: half the bytes of float32.
+    variables = path / "variables" / "variables.data-00000-of-00001"
+    floats = sum(int(np.prod(w.shape)) for w in model.weights)
+    assert variables.stat().st_size < 2.2 * floats + 10_000
+    numbers = sources(list(range(0, 1000, 7)))
+    _, served = serve_batches(path, {"all": numbers}, tmp_path)
+    agreement = np.mean([a == b for a, b in zip(served["all"], translator(numbers))])
+    assert agreement > 0.9
+    # The model itself is untouched (the export works on a copy).
+    assert model.get_layer("encoder").dtype_policy.name == "float32"

@@ -211,10 +211,22 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         d_model = inputs.shape[-1]
         width = self.num_heads * self.key_dim
+        batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        shape = (batch, length, self.num_heads, self.key_dim)
+        if inputs.shape[1] == 1:
+            # One decoding step: joining the kernels would copy them at every
+            # step for one small product; project separately.
+            flat = ops.reshape(inputs, (-1, d_model))
+            outputs = []
+            for p in projections:
+                out = ops.matmul(flat, ops.reshape(p.kernel, (d_model, width)))
+                if self.use_bias:
+                    out = out + ops.reshape(p.bias, (width,))
+                outputs.append(ops.reshape(out, shape))
+            return outputs
         kernel = ops.concatenate(
             [ops.reshape(p.kernel, (d_model, width)) for p in projections], axis=-1
         )
-        batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
         outputs = ops.matmul(ops.reshape(inputs, (-1, d_model)), kernel)
         # The bias is added after the reshape: oneDNN's fused matmul + bias
         # kernel is slower on bfloat16 than the plain matmul and an add.
@@ -227,7 +239,6 @@ class MultiHeadAttention(keras.layers.Layer):
         # split (whose gradient is a concat), not slicing (whose gradient
         # scatters into zeros of the full size).
         parts = ops.split(outputs, len(projections), axis=-1)
-        shape = (batch, length, self.num_heads, self.key_dim)
         return [ops.reshape(part, shape) for part in parts]
 
     def _output_projection(self, attended):
