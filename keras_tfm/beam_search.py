@@ -17,7 +17,7 @@ from keras import ops
 
 from keras_tfm.layers.scaled_dot_product_attention import MASK_FILL_VALUE
 from keras_tfm.layers.token_embedding import PADDING_ID
-from keras_tfm.token_buffers import start_buffer, write_column
+from keras_tfm.token_buffers import exclude_padding, start_buffer, write_column
 
 
 def length_penalty(length, alpha):
@@ -52,6 +52,8 @@ def beam_search(
     alpha,
     empty,
     compact=False,
+    n_best=1,
+    restrict=None,
 ):
     """Beam search over `batch * beam_size` decoder rows.
 
@@ -73,11 +75,18 @@ def beam_search(
             `state` whose first element (the self-attention caches) follows
             the beams and whose others are the same for all beams of an
             example (`decoder_step` with `dynamic`).
+        n_best: hypotheses returned per example (<= beam_size), best first:
+            the finished ones, then live ones where fewer finished.
+        restrict: `restrict(logits, t) -> logits` applied before ranking
+            candidates (not to the scores), e.g. to forbid the end id.
 
     Returns:
-        `(tokens (batch, max_length) int32, scores (batch,) float32)`.
+        `(tokens (batch, n_best, max_length) int32,
+        scores (batch, n_best) float32)`.
     """
-    search = _Search(step, max_length, end_id, vocab, beam_size, alpha)
+    search = _Search(
+        step, max_length, end_id, vocab, beam_size, alpha, n_best, restrict
+    )
     k = beam_size
     width = max_length + 1
     start = ops.reshape(start_buffer(batch, max_length, start_id), (-1, 1, width))
@@ -110,13 +119,13 @@ def beam_search(
             cond, body, (zero, beams, state), maximum_iterations=max_length
         )
         tokens, scores = search.best(t, beams)
-        tokens = ops.where(empty[:, None], PADDING_ID, tokens)
-        return tokens[:, 1:], ops.where(empty, 0.0, scores)
+        tokens = ops.where(empty[:, None, None], PADDING_ID, tokens)
+        return tokens[:, :, 1:], ops.where(empty[:, None], 0.0, scores)
 
     # Examples leave the batch when done; `ids` maps the rows left to their
     # place in the output, written as each one leaves.
-    out_tokens = ops.full((batch, width), PADDING_ID, dtype="int32")
-    out_scores = ops.zeros((batch,), dtype="float32")
+    out_tokens = ops.full((batch, n_best, width), PADDING_ID, dtype="int32")
+    out_scores = ops.zeros((batch, n_best), dtype="float32")
     keep = ops.logical_not(empty)
     ids = ops.arange(batch, dtype="int32")
     beams, state, ids = _keep(keep, beams, state, ids, k)
@@ -153,24 +162,29 @@ def beam_search(
         (zero, beams, state, ids, out_tokens, out_scores),
         maximum_iterations=max_length,
     )
-    return out_tokens[:, 1:], out_scores
+    return out_tokens[:, :, 1:], out_scores
 
 
 class _Search:
     """One beam search step and its stopping rule (shared by both loops)."""
 
-    def __init__(self, step, max_length, end_id, vocab, beam_size, alpha):
+    def __init__(
+        self, step, max_length, end_id, vocab, beam_size, alpha, n_best, restrict
+    ):
         self.step, self.end_id, self.vocab = step, end_id, vocab
         self.k, self.alpha, self.width = beam_size, alpha, max_length + 1
+        self.n_best = n_best
+        self.restrict = restrict or (lambda logits, t: logits)
         # Bound on the normalised score any live beam can still reach.
         self.max_penalty = length_penalty(max_length, alpha)
 
     def done(self, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags):
-        """Examples whose best finished hypothesis beats any live beam's
-        best reachable score (only the best hypothesis is returned)."""
+        """Examples whose `n_best`-th best finished hypothesis beats any live
+        beam's best reachable score (the returned ones can no longer change)."""
         best_alive_bound = alive_scores[:, 0] / self.max_penalty
+        last = self.n_best - 1
         return ops.logical_and(
-            fin_flags[:, 0], ops.greater(fin_scores[:, 0], best_alive_bound)
+            fin_flags[:, last], ops.greater(fin_scores[:, last], best_alive_bound)
         )
 
     def extend(self, t, beams, state):
@@ -182,18 +196,13 @@ class _Search:
         logits, state = self.step(ops.reshape(alive_seq, (-1, width)), t, state)
         # The 2k best extensions of an example are among the 2k best of each
         # of its beams: rank each beam's tokens, then those k * 2k. Scores
-        # are log-probabilities under all the logits (padding included),
-        # without a log-softmax over the whole vocabulary.
+        # are log-probabilities over every id but padding, without a
+        # log-softmax over the whole vocabulary.
         per_beam = min(2 * k, self.vocab)
-        # Padding is never generated: take one token more than needed and
-        # rank padding last (cheaper than masking the whole vocabulary).
-        row_logits, row_tokens = ops.top_k(logits, min(per_beam + 1, self.vocab))
-        row_logits = ops.where(
-            ops.equal(row_tokens, PADDING_ID), MASK_FILL_VALUE, row_logits
-        )
-        row_logits, order = ops.top_k(row_logits, per_beam)
-        row_tokens = ops.take_along_axis(row_tokens, order, axis=-1)
-        row_scores = row_logits - ops.logsumexp(logits, axis=-1)[:, None]
+        logits = exclude_padding(logits)
+        normalizer = ops.logsumexp(logits, axis=-1)
+        row_logits, row_tokens = ops.top_k(self.restrict(logits, t), per_beam)
+        row_scores = row_logits - normalizer[:, None]
         candidates = alive_scores[:, :, None] + ops.reshape(
             row_scores, (-1, k, per_beam)
         )
@@ -242,17 +251,23 @@ class _Search:
         return (alive_seq, alive_scores, fin_seq, fin_scores, fin_flags), state, rows
 
     def best(self, t, beams):
-        """The best finished hypothesis per example (with its buffer column 0
-        included), or the best live one where none finished, after `t` steps."""
+        """The `n_best` best hypotheses per example after `t` steps, `(batch,
+        n_best, width)` with the buffer's column 0, and their scores: the
+        finished ones by score, then the live ones (normalised with the
+        penalty of their length) where fewer finished."""
         alive_seq, alive_scores, fin_seq, fin_scores, fin_flags = beams
-        any_finished = ops.any(fin_flags, axis=1)
-        tokens = ops.where(any_finished[:, None], fin_seq[:, 0], alive_seq[:, 0])
-        scores = ops.where(
-            any_finished,
-            fin_scores[:, 0],
-            alive_scores[:, 0] / length_penalty(t, self.alpha),
+        # Both buffers are sorted and the finished flags come first.
+        finished = ops.sum(ops.cast(fin_flags, "int32"), axis=1)[:, None]
+        rank = ops.arange(self.n_best, dtype="int32")[None]
+        positions = ops.where(ops.less(rank, finished), rank, self.k + rank - finished)
+        sequences = ops.concatenate([fin_seq, alive_seq], axis=1)
+        scores = ops.concatenate(
+            [fin_scores, alive_scores / length_penalty(t, self.alpha)], axis=1
         )
-        return tokens, scores
+        return (
+            gather_beams(sequences, positions, 2 * self.k),
+            ops.take_along_axis(scores, positions, axis=1),
+        )
 
 
 def _take_rows(state, rows):

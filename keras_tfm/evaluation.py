@@ -27,20 +27,19 @@ def make_translator(model, src_tokenizer, tgt_tokenizer, decoding, batch_size=64
         end_id=tgt_tokenizer.end_id,
         **decoding.to_dict(),
     )
-    source_limit = model.get_layer("encoder").max_length - 1
+    source_limit = model.get_layer("encoder").max_length
 
     def translate(sentences):
         outputs = []
         for start in range(0, len(sentences), batch_size):
             chunk = sentences[start : start + batch_size]
-            ids = src_tokenizer.tokenize(tf.constant(chunk))[:, :source_limit]
-            end = tf.fill([ids.nrows(), 1], src_tokenizer.end_id)
-            ids = tf.concat([ids, tf.RaggedTensor.from_tensor(end)], axis=1)
+            ids = src_tokenizer.tokenize_source(tf.constant(chunk), source_limit)
             # Pad to a few fixed shapes (rows to a power of two up to the batch
             # size, lengths up to a multiple of 16): each new shape retraces
             # and recompiles the decoder.
             rows = min(batch_size, 1 << (len(chunk) - 1).bit_length())
-            length = min(-(-int(ids.bounding_shape()[1]) // 16) * 16, source_limit + 1)
+            width = max(int(ids.bounding_shape()[1]), 1)  # all empty: one column
+            length = min(-(-width // 16) * 16, source_limit)
             ids = ids.to_tensor(default_value=PADDING_ID, shape=[rows, length])
             tokens, _ = generate_fn(ids)
             tokens = tf.convert_to_tensor(tokens)[: len(chunk)]

@@ -216,9 +216,8 @@ def _build_module(model, src_tokenizer, tgt_tokenizer, options):
             errors="replace",
             replacement_char=0xFFFD,
         )
-        ids = src_tokenizer.tokenize(text)[:, : source_limit - 1]
-        end = tf.fill(tf.stack([ids.nrows(), 1]), tf.constant(src_end, tf.int32))
-        ids = tf.concat([ids, tf.RaggedTensor.from_tensor(end)], axis=1)
+        # An empty sentence stays an empty row: it translates to "".
+        ids = src_tokenizer.tokenize_source(text, source_limit)
         outputs = translate_ids(ids.to_tensor(default_value=PADDING_ID))
         return {
             "translations": tf.identity(

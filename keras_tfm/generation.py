@@ -38,9 +38,10 @@ the model over the output sees exactly the tokens the decoder saw.
 
 Example:
 >>> model = build_transformer(config)
->>> tokens, scores = generate(model, source_ids, start_id=2, end_id=3)
->>> tokens, scores = generate(model, source_ids, start_id=2, end_id=3,
-...                           method="greedy", max_length=64)
+>>> tokens, scores = generate(model, source_ids)  # beam 4, penalty 0.6
+>>> tokens, scores = generate(model, source_ids, method="greedy", max_length=64)
+>>> ids = src_tokenizer.tokenize(["Ein Mann fährt Fahrrad."]).to_tensor()
+>>> tokens, scores = generate(model, ids, append_source_end=True, n_best=4)
 """
 
 import weakref
@@ -58,8 +59,9 @@ from keras_tfm.greedy_search import (
     sampler,
     sequential_search,
 )
-from keras_tfm.layers.token_embedding import PADDING_ID
+from keras_tfm.layers.token_embedding import END_ID, PADDING_ID, START_ID
 from keras_tfm.model import transformer_parts
+from keras_tfm.token_buffers import append_end, forbid_before
 
 __all__ = ["generate", "length_penalty", "make_generate_fn"]
 
@@ -70,12 +72,15 @@ def generate(
     model,
     source_ids,
     *,
-    start_id,
-    end_id,
+    start_id=START_ID,
+    end_id=END_ID,
     max_length=_DEFAULTS.max_length,
     method=_DEFAULTS.method,
     beam_size=_DEFAULTS.beam_size,
     length_penalty=_DEFAULTS.length_penalty,
+    min_length=0,
+    n_best=None,
+    append_source_end=False,
     temperature=1.0,
     top_k=None,
     top_p=None,
@@ -89,16 +94,33 @@ def generate(
     Args:
         model: a `keras_tfm.build_transformer` model (its layers are found
             with `keras_tfm.transformer_parts`).
-        source_ids: int tensor `(batch, source_length)`, 0 = padding.
+        source_ids: int tensor `(batch, source_length)`, right-padded with
+            0. keras_tfm trains on sources that end with the end id
+            (`Tokenizer.tokenize_source`); see `append_source_end`.
         start_id: the token that starts every decoder input (not returned).
+            Default: `START_ID` (2), every keras_tfm tokenizer's start id.
         end_id: the end-of-sequence token; decoding of a sequence stops
-            after it, and it is included in the output.
+            after it, and it is included in the output. Default: `END_ID`
+            (3), every keras_tfm tokenizer's end id.
         max_length, method, beam_size, length_penalty: as
             `keras_tfm.config.DecodingOptions`, with its defaults (the
             paper's beam search: 4 beams, length penalty 0.6, up to the
             model's `max_length` tokens). `method` is "beam", "greedy" or
             "sample"; `max_length` is the most tokens generated per
             sequence, end token included, at most the model's.
+        min_length: the fewest tokens generated before the end token: it
+            cannot be chosen at the first `min_length` steps (its
+            probability still counts in the scores' normalisation, as in
+            CTranslate2's `min_decoding_length`). At most `max_length - 1`.
+        n_best: None (default) returns the best hypothesis per sentence; an
+            int n (<= `beam_size`, 1 for greedy and sampling) returns the n
+            best, with an extra axis: tokens `(batch, n, max_length)` and
+            scores `(batch, n)`, best first (finished hypotheses by score,
+            then unfinished ones where fewer than n finished).
+        append_source_end: append the end id `END_ID` after the last id of
+            each non-empty source row, as keras_tfm's training data does,
+            for ids straight from `Tokenizer.tokenize`. A row that already
+            holds the model's `max_length` ids gets it in place of its last.
         temperature: > 0; divides the logits before sampling.
         top_k: sample only among the k most likely tokens.
         top_p: sample only from the nucleus: the smallest set of most likely
@@ -140,7 +162,8 @@ def generate(
         * `scores`: float32 `(batch,)`. For "greedy" and "sample", the total
           log-probability of the returned tokens under the model, i.e. the
           sum of `log_softmax(logits)[token]` over the unmodified logits
-          (temperature 1, no filtering, full vocabulary). For "beam", the
+          (temperature 1, no filtering) of every id but padding, which is
+          never generated. For "beam", the
           ranking score: that total log-probability divided by
           `length_penalty(len, alpha)` where `len` counts the returned
           tokens (end token included).
@@ -173,6 +196,9 @@ def generate(
         method=method,
         beam_size=beam_size,
         length_penalty=length_penalty,
+        min_length=min_length,
+        n_best=n_best,
+        append_source_end=append_source_end,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
@@ -223,6 +249,25 @@ def _resolve(model, settings):
                 top_k = min(check_int("generate", "top_k", top_k, 1), vocab_size)
             if top_p is not None and not 0 < top_p <= 1:
                 raise FieldError("generate", "top_p", f"must be in (0, 1], got {top_p}")
+        min_length = check_int("generate", "min_length", settings["min_length"], 0)
+        if min_length >= options.max_length:
+            raise FieldError(
+                "generate",
+                "min_length",
+                f"is {min_length}: no room is left for the end token within "
+                f"max_length {options.max_length}",
+            )
+        n_best = settings["n_best"]
+        if n_best is not None:
+            check_int("generate", "n_best", n_best, 1)
+            beams = options.beam_size if options.method == "beam" else 1
+            if n_best > beams:
+                raise FieldError(
+                    "generate",
+                    "n_best",
+                    f"is {n_best}, more than the {beams} hypotheses "
+                    f"{options.method} search keeps (beam_size)",
+                )
     except FieldError as error:
         raise ValueError(f"generate: {error.field} {error.problem}") from None
     return options, top_k, vocab_size
@@ -257,9 +302,11 @@ def _compiled_generate(model, source_ids, settings):
     rows, length = source.shape
     max_length = _resolve(model, settings)[0].max_length
     if rows == 0:
+        n_best = settings["n_best"]
+        shape = (0,) if n_best is None else (0, n_best)
         return (
-            ops.zeros((0, max_length), "int32"),
-            ops.zeros((0,), "float32"),
+            ops.zeros(shape + (max_length,), "int32"),
+            ops.zeros(shape, "float32"),
         )
     limit = model.get_layer("encoder").max_length
     padded_length = max(length, min(-(-length // 16) * 16, limit))
@@ -286,6 +333,9 @@ def _generate(
     method,
     beam_size,
     length_penalty,
+    min_length,
+    n_best,
+    append_source_end,
     temperature,
     top_k,
     top_p,
@@ -301,6 +351,8 @@ def _generate(
         method=method,
         beam_size=beam_size,
         length_penalty=length_penalty,
+        min_length=min_length,
+        n_best=n_best,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
@@ -311,13 +363,21 @@ def _generate(
     beam_size = options.beam_size if method == "beam" else 1
 
     source_ids = ops.cast(source_ids, "int32")
+    if append_source_end:
+        source_ids = append_end(
+            source_ids, END_ID, model.get_layer("encoder").max_length
+        )
     batch_size = ops.shape(source_ids)[0]
     empty = ops.logical_not(ops.any(ops.not_equal(source_ids, PADDING_ID), axis=1))
     step, state = decoder_step(
         parts, source_ids, max_length, use_cache, beam_size, dynamic_shapes
     )
+
+    def restrict(logits, t):
+        return forbid_before(logits, end_id, t, min_length)
+
     if method == "beam":
-        return beam_search(
+        tokens, scores = beam_search(
             step,
             state,
             batch_size,
@@ -329,21 +389,35 @@ def _generate(
             options.length_penalty,
             empty,
             compact=dynamic_shapes and use_cache,
+            n_best=n_best or 1,
+            restrict=restrict,
         )
+        if n_best is None:
+            return tokens[:, 0], scores[:, 0]
+        return tokens, scores
     if method == "greedy":
-        if dynamic_shapes and use_cache:
-            return compacting_greedy_search(
-                step, state, batch_size, max_length, start_id, end_id, empty
-            )
         choose = greedy_choice
     else:
         uniforms = keras.random.uniform(
             (max_length, batch_size), dtype="float32", seed=seed
         )
         choose = sampler(uniforms, temperature, top_k, top_p)
-    return sequential_search(
+    if min_length:
+        unrestricted = choose
+
+        def choose(logits, t):
+            return unrestricted(restrict(logits, t), t)
+
+    if method == "greedy" and dynamic_shapes and use_cache:
+        search = compacting_greedy_search
+    else:
+        search = sequential_search
+    tokens, scores = search(
         step, state, choose, batch_size, max_length, start_id, end_id, empty
     )
+    if n_best is None:
+        return tokens, scores
+    return tokens[:, None], scores[:, None]
 
 
 def make_generate_fn(model, **generate_kwargs):
@@ -362,10 +436,15 @@ def make_generate_fn(model, **generate_kwargs):
         if kwargs.get("seed") is None:
             kwargs["seed"] = keras.random.SeedGenerator()
     defaults = dict(
+        start_id=START_ID,
+        end_id=END_ID,
         max_length=_DEFAULTS.max_length,
         method=_DEFAULTS.method,
         beam_size=_DEFAULTS.beam_size,
         length_penalty=_DEFAULTS.length_penalty,
+        min_length=0,
+        n_best=None,
+        append_source_end=False,
         temperature=1.0,
         top_k=None,
         top_p=None,

@@ -10,7 +10,12 @@ import keras
 from keras import ops
 
 from keras_tfm.layers.token_embedding import PADDING_ID
-from keras_tfm.token_buffers import exclude_padding, start_buffer, write_column
+from keras_tfm.token_buffers import (
+    exclude_padding,
+    log_normalizer,
+    start_buffer,
+    write_column,
+)
 
 
 def greedy_choice(logits, t):
@@ -73,7 +78,7 @@ def sequential_search(step, state, choose, batch, max_length, start_id, end_id, 
         logits, state = step(sequences, t, state)
         tokens = choose(logits, t)
         token_logits = ops.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
-        token_log_probs = token_logits - ops.logsumexp(logits, axis=-1)
+        token_log_probs = token_logits - log_normalizer(logits)
         tokens = ops.where(finished, PADDING_ID, tokens)
         scores = scores + ops.where(finished, 0.0, token_log_probs)
         sequences = write_column(sequences, t + 1, tokens)
@@ -93,7 +98,9 @@ def sequential_search(step, state, choose, batch, max_length, start_id, end_id, 
     return sequences[:, 1:], scores
 
 
-def compacting_greedy_search(step, state, batch, max_length, start_id, end_id, empty):
+def compacting_greedy_search(
+    step, state, choose, batch, max_length, start_id, end_id, empty
+):
     """Greedy search that drops each sequence from the batch when it ends.
 
     `state` must hold every per-row tensor the step reads (`decoder_step`
@@ -112,9 +119,9 @@ def compacting_greedy_search(step, state, batch, max_length, start_id, end_id, e
 
     def body(t, sequences, scores, state, ids, out_tokens, out_scores):
         logits, state = step(sequences, t, state)
-        tokens = greedy_choice(logits, t)
+        tokens = choose(logits, t)
         token_logits = ops.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
-        scores = scores + token_logits - ops.logsumexp(logits, axis=-1)
+        scores = scores + token_logits - log_normalizer(logits)
         sequences = write_column(sequences, t + 1, tokens)
         done = ops.logical_or(
             ops.equal(tokens, end_id), ops.greater_equal(t + 1, max_length)

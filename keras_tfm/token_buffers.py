@@ -36,3 +36,43 @@ def exclude_padding(logits):
     vocab = ops.shape(logits)[-1]
     is_pad = ops.equal(ops.arange(vocab, dtype="int32"), PADDING_ID)
     return ops.where(is_pad, ops.cast(MASK_FILL_VALUE, logits.dtype), logits)
+
+
+def log_normalizer(logits):
+    """`(rows,)`: log of the sum of `exp(logits)` over every id but padding.
+
+    Padding is never generated, so scores are log-probabilities under the
+    distribution over the ids a search can choose. (Subtracting the padding
+    term from the full sum instead would cancel catastrophically where a
+    model puts most of its mass on padding.)
+    """
+    return ops.logsumexp(exclude_padding(logits), axis=-1)
+
+
+def forbid_before(logits, token, t, min_length):
+    """`logits` with `token`'s set to MASK_FILL_VALUE while `t < min_length`."""
+    if not min_length:
+        return logits
+    vocab = ops.shape(logits)[-1]
+    hit = ops.logical_and(
+        ops.equal(ops.arange(vocab, dtype="int32"), token), ops.less(t, min_length)
+    )
+    return ops.where(hit[None], ops.cast(MASK_FILL_VALUE, logits.dtype), logits)
+
+
+def append_end(source_ids, end_id, max_length=None):
+    """Right-padded `source_ids` with `end_id` after the last id of each
+    non-empty row; one column wider, at most `max_length` (a full row's last
+    id is replaced)."""
+    source_ids = ops.cast(source_ids, "int32")
+    lengths = ops.sum(ops.cast(ops.not_equal(source_ids, PADDING_ID), "int32"), axis=1)
+    padded = ops.pad(source_ids, [[0, 0], [0, 1]], constant_values=PADDING_ID)
+    if max_length is not None:
+        padded = padded[:, :max_length]
+        lengths = ops.minimum(lengths, max_length - 1)
+    width = ops.shape(padded)[1]
+    at_end = ops.logical_and(
+        ops.equal(ops.arange(width, dtype="int32")[None], lengths[:, None]),
+        ops.greater(lengths, 0)[:, None],
+    )
+    return ops.where(at_end, end_id, padded)

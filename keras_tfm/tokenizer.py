@@ -19,11 +19,7 @@ import tensorflow_text as tf_text
 from tensorflow_text.python.ops import sentencepiece_tokenizer as _tf_text_sp
 
 from keras_tfm.files import write_atomic
-from keras_tfm.layers.token_embedding import PADDING_ID
-
-UNK_ID = 1
-START_ID = 2
-END_ID = 3
+from keras_tfm.layers.token_embedding import END_ID, PADDING_ID, START_ID, UNK_ID
 
 _MODEL_TYPES = ("unigram", "bpe")
 
@@ -217,6 +213,28 @@ class Tokenizer(tf.Module):
         if strings.shape.rank == 0:
             strings = tf.expand_dims(strings, 0)
         return self._sentencepiece.tokenize(strings)
+
+    def tokenize_source(self, strings, max_length: int) -> tf.RaggedTensor:
+        """Source ids as the model was trained on them: the subword ids and
+        the end id, at most `max_length` in all (longer sentences are cut
+        before the end id). A sentence without pieces (empty, or only
+        whitespace) stays empty, so the model translates it to nothing.
+
+        Args:
+            strings: as for `tokenize`.
+            max_length: the most ids per sentence, end id included (>= 1).
+
+        Returns:
+            int32 `tf.RaggedTensor` `(batch, None)`.
+        """
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        ids = self.tokenize(strings)[:, : max_length - 1]
+        ends = tf.cast(ids.row_lengths() > 0, tf.int64)
+        end = tf.RaggedTensor.from_row_lengths(
+            tf.fill([tf.reduce_sum(ends)], tf.constant(self._end_id, tf.int32)), ends
+        )
+        return tf.concat([ids, end], axis=1)
 
     def detokenize(self, ids) -> tf.Tensor:
         """Turns id sequences back into text.

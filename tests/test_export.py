@@ -253,13 +253,12 @@ def test_ops_are_core_or_tensorflow_text(served, exported):
 
 # --------------------------------------------------------------- edge cases
 def test_empty_and_whitespace_sentences(served, translator):
-    # The source is just the end token: the model's answer to "nothing",
-    # a well-formed (possibly empty) string.
+    # No pieces, no end token appended: nothing to translate, "" with score 0.
     for name, size in (("empty", 1), ("whitespace", 2)):
         assert_well_formed(served["results"][name], size)
-    whitespace = texts(served["results"]["whitespace"])
-    assert whitespace == texts(served["results"]["empty"]) * 2
-    assert texts(served["results"]["empty"]) == translator([""])
+        assert texts(served["results"][name]) == [""] * size
+        np.testing.assert_array_equal(served["results"][name]["scores"], 0.0)
+    assert translator(["", " \t "]) == ["", ""]
 
 
 def test_long_sentence_is_truncated(served, trained, translator):
@@ -448,6 +447,7 @@ def test_cli_export_and_translate(trained, tmp_path):
     lines = result.stdout.decode("utf-8").splitlines()
     assert len(lines) == 4
     assert [line.rsplit("\t", 1)[0] for line in lines[:3]] == expected
+    assert lines[3] == "\t0.0000"  # the empty line translates to nothing
     assert all(float(line.rsplit("\t", 1)[1]) <= 0 for line in lines)
 
     # Asking for an existing version: exit code 2, the version untouched.

@@ -60,14 +60,18 @@ def teacher_forced(model, source, tokens):
     """Feeds `[START] + tokens[:-1]` to the model.
 
     Returns the per-step logits `(batch, steps, vocab)` and the
-    log-probabilities of `tokens` (0 where tokens are 0, after the end).
+    log-probabilities of `tokens` (0 where tokens are 0, after the end),
+    normalised over every id but padding (which is never generated).
     """
     tokens = np.asarray(tokens)
     target = np.concatenate(
         [np.full((len(tokens), 1), START, "int32"), tokens[:, :-1]], axis=1
     )
     logits = forward(model, source, target)
-    picked = np.take_along_axis(log_softmax(logits), tokens[..., None], -1)[..., 0]
+    without_padding = logits.copy()
+    without_padding[..., 0] = -np.inf
+    log_probs = log_softmax(without_padding)
+    picked = np.take_along_axis(log_probs, tokens[..., None], -1)[..., 0]
     return logits, np.where(tokens != 0, picked, 0.0)
 
 
@@ -440,6 +444,14 @@ def test_compiled_sampling(models, greedy_runs):
         (dict(method="sample", temperature=0.0), "temperature"),
         (dict(method="sample", top_k=0), "top_k"),
         (dict(method="sample", top_p=1.5), "top_p"),
+        (dict(min_length=8), "min_length is 8: no room is left for the end token"),
+        (dict(min_length=-1), "min_length"),
+        (
+            dict(method="greedy", n_best=2),
+            "n_best is 2, more than the 1 hypotheses greedy",
+        ),
+        (dict(method="beam", beam_size=3, n_best=4), "n_best is 4"),
+        (dict(method="beam", n_best=0), "n_best"),
     ],
 )
 def test_invalid_arguments(options, message, models):
@@ -500,3 +512,123 @@ def test_generate_compiles_once_per_settings_and_padded_shape(trained):
     eager = to_numpy(generate(trained, three, jit_compile=False, **options)[0])
     np.testing.assert_array_equal(first, eager)
     assert first.shape == (3, MAX_LENGTH)
+
+
+def test_padding_does_not_count_in_the_scores(trained):
+    """A padding logit raised far above all others changes neither the
+    tokens nor the scores: padding is outside the distribution searched."""
+    source = random_sources(24, 4, 6)
+    options = dict(method="greedy", max_length=MAX_LENGTH)
+    tokens, scores = run(trained, source, **options)
+    bias = trained.get_layer("output_logits").bias
+    original = keras.ops.convert_to_numpy(bias)
+    try:
+        bias.assign(original + 40.0 * (np.arange(VOCAB) == 0))  # padding dominates
+        for method in ("greedy", "beam"):
+            raised, raised_scores = run(
+                trained,
+                source,
+                **dict(options, method=method, beam_size=1, length_penalty=0),
+            )
+            np.testing.assert_array_equal(raised, tokens)
+            np.testing.assert_allclose(raised_scores, scores, rtol=1e-5, atol=1e-5)
+    finally:
+        bias.assign(original)
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_min_length_forbids_the_end_token_early(method, trained):
+    """Reference: the teacher-forced argmax with the end id (and padding)
+    excluded at the first `min_length` steps; scores normalised as usual."""
+    source = random_sources(25, 8, 5)
+    min_length = 7
+    plain, _ = run(trained, source, method="greedy")
+    ends = (plain == END).argmax(1)
+    assert np.any(ends < min_length)  # the constraint binds
+    tokens, scores = run(
+        trained, source, method=method, beam_size=1, length_penalty=0.0,
+        min_length=min_length,
+    )  # fmt: skip
+    assert np.all((tokens[:, :min_length] != END) & (tokens[:, :min_length] != 0))
+    logits, steps = teacher_forced(trained, source, tokens)
+    logits[..., 0] = -np.inf
+    logits[:, :min_length, END] = -np.inf
+    valid = tokens != 0
+    np.testing.assert_array_equal(logits.argmax(-1)[valid], tokens[valid])
+    np.testing.assert_allclose(scores, steps.sum(1), rtol=1e-4, atol=1e-4)
+
+
+def test_n_best_are_the_exhaustive_best():
+    """With a beam wider than every candidate set, the n best hypotheses
+    are the n best of all finished ones, in order, with their scores; the
+    first equals the 1-best result."""
+    model = numpy_initialised_model(1)
+    source = random_sources(2, 6, 5)
+    max_length, alpha, n = 5, 0.6, 3
+    hypotheses, scores = exhaustive_search(model, source, max_length, alpha)
+    order = np.argsort(-scores, axis=1)[:, :n]
+    options = dict(
+        method="beam", beam_size=405, length_penalty=alpha, max_length=max_length
+    )
+    outputs = generate(model, source, start_id=START, end_id=END, n_best=n, **options)
+    tokens, beam_scores = (to_numpy(x) for x in outputs)
+    assert tokens.shape == (6, n, max_length) and beam_scores.shape == (6, n)
+    expected = np.take_along_axis(scores, order, axis=1)
+    np.testing.assert_allclose(beam_scores, expected, rtol=1e-4, atol=1e-4)
+    gaps = -np.diff(np.sort(scores, axis=1)[:, ::-1][:, : n + 1], axis=1)
+    clear = gaps > 1e-3  # ranks whose hypothesis is unambiguous
+    np.testing.assert_array_equal(tokens[clear], hypotheses[order][clear])
+    assert clear.mean() > 0.8
+    best, best_scores = run(model, source, **options)
+    np.testing.assert_array_equal(tokens[:, 0], best)
+    np.testing.assert_allclose(beam_scores[:, 0], best_scores, rtol=1e-5)
+
+
+def test_n_best_of_a_narrow_beam(trained):
+    """beam 3, n 3: distinct hypotheses, best first, each score its
+    teacher-forced log-probability over the length penalty; greedy's n_best=1
+    adds an axis."""
+    source = random_sources(26, 5, 6)
+    tokens, scores = (
+        to_numpy(x)
+        for x in generate(
+            trained, source, start_id=START, end_id=END, max_length=MAX_LENGTH,
+            beam_size=3, n_best=3,
+        )
+    )  # fmt: skip
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    for row in range(len(source)):
+        assert len({tuple(hypothesis) for hypothesis in tokens[row]}) == 3
+    for rank in range(3):
+        assert_well_formed(tokens[:, rank], MAX_LENGTH)
+        beam_raw_and_check_score(trained, source, tokens[:, rank], scores[:, rank], 0.6)
+    greedy, greedy_scores = run(trained, source)
+    one, one_scores = generate(
+        trained, source, start_id=START, end_id=END, max_length=MAX_LENGTH,
+        method="greedy", n_best=1,
+    )  # fmt: skip
+    np.testing.assert_array_equal(to_numpy(one)[:, 0], greedy)
+    np.testing.assert_allclose(to_numpy(one_scores)[:, 0], greedy_scores, rtol=1e-6)
+
+
+def test_append_source_end_and_default_ids(trained):
+    """`append_source_end` decodes what sources with the end id written in
+    NumPy decode (empty rows stay empty); start and end ids default to the
+    tokenizers' reserved ids."""
+    from keras_tfm.layers.token_embedding import END_ID, START_ID
+
+    source = random_sources(27, 6, 5)
+    source[2] = 0
+    lengths = (source != 0).sum(1)
+    with_end = np.zeros((6, 6), "int32")
+    with_end[:, :5] = source
+    with_end[np.arange(6), lengths] = np.where(lengths > 0, END_ID, 0)
+    options = dict(method="greedy", max_length=MAX_LENGTH)
+    expected = to_numpy(generate(trained, with_end, **options)[0])
+    appended = to_numpy(generate(trained, source, append_source_end=True, **options)[0])
+    np.testing.assert_array_equal(appended, expected)
+    assert np.all(appended[2] == 0)
+    explicit = generate(trained, with_end, start_id=START_ID, end_id=END_ID, **options)[
+        0
+    ]
+    np.testing.assert_array_equal(to_numpy(explicit), expected)

@@ -80,6 +80,17 @@ def test_tokenize_matches_sentencepiece(tokenizer, reference):
     assert not np.isin(ids.flat_values.numpy(), [0, 2, 3]).any()
 
 
+def test_tokenize_source_appends_the_end_id_to_nonempty_sentences(tokenizer, reference):
+    sentences = ["the quick brown fox", "", "  \t ", "a"]
+    ids = tokenizer.tokenize_source(sentences, max_length=4).to_list()
+    expected = [reference.encode(s) for s in sentences]
+    assert expected[1] == expected[2] == []
+    assert ids == [([*pieces[:3], 3] if pieces else []) for pieces in expected]
+    assert len(expected[0]) > 3  # the first one was cut
+    with pytest.raises(ValueError, match="max_length"):
+        tokenizer.tokenize_source(sentences, max_length=0)
+
+
 def test_tokenize_scalar_and_tensor(tokenizer, reference):
     sentence = GERMAN[0]
     scalar = tokenizer.tokenize(sentence)
