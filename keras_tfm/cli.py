@@ -15,6 +15,7 @@ def _train(args):
             "data.src": ("--src", args.src),
             "data.tgt": ("--tgt", args.tgt),
             "training.epochs": ("--epochs", args.epochs),
+            "training.max_steps": ("--max-steps", args.max_steps),
         },
     )
     if args.print_config:
@@ -158,6 +159,11 @@ def build_parser():
     train.add_argument("--src", help="source language suffix, e.g. de")
     train.add_argument("--tgt", help="target language suffix, e.g. en")
     train.add_argument("--epochs", type=int)
+    train.add_argument(
+        "--max-steps",
+        type=int,
+        help="stop after this many optimizer steps, then evaluate and export",
+    )
     train.add_argument(
         "--strategy",
         default="auto",

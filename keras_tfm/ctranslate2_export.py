@@ -16,9 +16,9 @@ the export reconciles it:
 * The source end token: keras_tfm's encoder reads `pieces + </s>`; the
   config sets `add_source_eos`, so CTranslate2 appends it to the tokens it
   is given.
-* Padding: keras_tfm never generates id 0 (`<pad>`). The output projection
-  gets a bias of -1e9 for that id (the only change to the weights; CTranslate2
-  drops it from `<pad>`'s share of the softmax, which keras_tfm keeps).
+* Padding: keras_tfm never generates id 0 (`<pad>`) and leaves it out of
+  its scores' softmax. The output projection gets a bias of -1e9 for that id
+  (the only change to the weights), so CTranslate2 does the same.
 * Decoding: pass `min_decoding_length=0` (keras_tfm may end at once) and
   `max_decoding_length` equal to keras_tfm's `max_length`
   (`decoding_options` gives both). Its length penalty is not GNMT's, so beam

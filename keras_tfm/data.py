@@ -151,6 +151,28 @@ def make_dataset(
     """
     if len(sources) != len(targets):
         raise ValueError(f"got {len(sources)} sources but {len(targets)} targets")
+    text = tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant(list(sources), dtype=tf.string),
+            tf.constant(list(targets), dtype=tf.string),
+        )
+    )
+    return _batched_pairs(
+        text,
+        src_tokenizer,
+        tgt_tokenizer,
+        batch_size=batch_size,
+        batch_tokens=batch_tokens,
+        max_length=max_length,
+        shuffle=shuffle,
+        shuffle_buffer=shuffle_buffer or max(1, len(sources)),
+        seed=seed,
+        repeat=repeat,
+        drop_remainder=drop_remainder,
+    )
+
+
+def _check_batching(batch_size, batch_tokens, max_length):
     if (batch_size is None) == (batch_tokens is None):
         raise ValueError("give exactly one of batch_size and batch_tokens")
     if max_length < 2:
@@ -162,11 +184,31 @@ def make_dataset(
             f"batch_tokens ({batch_tokens}) must be >= max_length ({max_length})"
         )
 
+
+def _batched_pairs(
+    text,
+    src_tokenizer,
+    tgt_tokenizer,
+    *,
+    batch_size,
+    batch_tokens,
+    max_length,
+    shuffle,
+    shuffle_buffer,
+    seed,
+    repeat,
+    drop_remainder,
+    clean=False,
+):
+    """Sentence pairs `text` tokenized, filtered, shuffled and batched."""
+    _check_batching(batch_size, batch_tokens, max_length)
     src_end = src_tokenizer.end_id
     tgt_start = tgt_tokenizer.start_id
     tgt_end = tgt_tokenizer.end_id
 
     def tokenize(src_text, tgt_text):
+        if clean:  # lines straight from files, as `read_lines` cleans them
+            src_text, tgt_text = _clean_lines(src_text), _clean_lines(tgt_text)
         return src_tokenizer.tokenize(src_text), tgt_tokenizer.tokenize(tgt_text)
 
     def add_special_ids(x, y):
@@ -181,12 +223,6 @@ def make_dataset(
             tf.size(labels) <= max_length,
         )
 
-    text = tf.data.Dataset.from_tensor_slices(
-        (
-            tf.constant(list(sources), dtype=tf.string),
-            tf.constant(list(targets), dtype=tf.string),
-        )
-    )
     dataset = (
         text.batch(_TOKENIZE_BATCH)
         .map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -195,8 +231,9 @@ def make_dataset(
         .filter(short_enough)
     )
     if shuffle:
-        buffer = shuffle_buffer or max(1, len(sources))
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(
+            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+        )
     if repeat:
         dataset = dataset.repeat()
 
@@ -241,3 +278,188 @@ def text_dataset(
     """`read_parallel` followed by `make_dataset` (which takes `kwargs`)."""
     sources, targets = read_parallel(data_dir, split, src, tgt)
     return make_dataset(sources, targets, src_tokenizer, tgt_tokenizer, **kwargs)
+
+
+# ------------------------------------------------------------ streaming text
+_CHUNK_BYTES = 1 << 23
+_BOM = b"\xef\xbb\xbf"
+
+
+def split_files(data_dir, split: str, src: str, tgt: str):
+    """The aligned files of a split: `([source files], [target files])`.
+
+    Either one pair, `{split}.{src}` and `{split}.{tgt}`, or shards
+    `{split}.NAME.{src}` with `{split}.NAME.{tgt}` beside each, in name order.
+
+    Raises:
+        DataError: when no source file exists or a shard has no partner.
+    """
+    data_dir = Path(data_dir)
+    single = data_dir / f"{split}.{src}"
+    if single.is_file():
+        pairs = [(single, data_dir / f"{split}.{tgt}")]
+    else:
+        shards = sorted(data_dir.glob(f"{split}.*.{src}"))
+        if not shards:
+            raise DataError(f"missing file: {single} (nor shards {split}.*.{src})")
+        suffix = len(src) + 1
+        pairs = [(path, Path(str(path)[:-suffix] + f".{tgt}")) for path in shards]
+    for _, tgt_path in pairs:
+        if not tgt_path.is_file():
+            raise DataError(f"missing file: {tgt_path}")
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def count_lines(path) -> int:
+    """Lines of a UTF-8 text file, read in one streaming pass.
+
+    Raises:
+        DataError: when the file is missing, empty or not valid UTF-8 (naming
+            the line and column, as `read_lines` does).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing file: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    lines, carry, head = 0, b"", True
+    with open(path, "rb") as file:
+        while True:
+            chunk = file.read(_CHUNK_BYTES)
+            end = not chunk
+            data = carry + chunk
+            if head:  # a byte-order mark may open the file
+                if len(data) < len(_BOM) and not end:
+                    carry = data
+                    continue
+                data, head = data.removeprefix(_BOM), False
+            # Whole lines only (all that is left at the end of the file).
+            cut = len(data) if end else data.rfind(b"\n") + 1
+            whole, carry = data[:cut], data[cut:]
+            try:
+                whole.decode("utf-8")
+            except UnicodeDecodeError as error:
+                start = whole.rfind(b"\n", 0, error.start) + 1
+                column = len(whole[start : error.start].decode("utf-8")) + 1
+                number = lines + whole.count(b"\n", 0, error.start) + 1
+                raise DataError(
+                    f"{path}, line {number}: not valid UTF-8"
+                    f" (byte 0x{whole[error.start]:02x} at column {column})"
+                ) from None
+            lines += whole.count(b"\n")
+            if end:
+                return lines + (1 if whole and not whole.endswith(b"\n") else 0)
+
+
+def check_parallel_files(src_files, tgt_files) -> int:
+    """Checks aligned files in one streaming pass; returns the pair count.
+
+    Raises:
+        DataError: for a missing, empty or non-UTF-8 file, or two aligned
+            files with different line counts.
+    """
+    total = 0
+    for src_path, tgt_path in zip(src_files, tgt_files, strict=True):
+        src_lines, tgt_lines = count_lines(src_path), count_lines(tgt_path)
+        if src_lines != tgt_lines:
+            raise DataError(
+                f"{src_path} has {src_lines} lines but {tgt_path} has {tgt_lines} lines"
+            )
+        total += src_lines
+    return total
+
+
+def iterate_lines(paths):
+    """The lines of `paths` in order, as `read_lines` cleans them (a stream)."""
+    for path in paths:
+        with open(path, encoding="utf-8-sig", newline="\n") as file:
+            for line in file:
+                yield line.rstrip()
+
+
+def _clean_lines(lines):
+    # `read_lines`' cleaning, in the graph: no byte-order mark, no trailing
+    # whitespace (TextLineDataset drops only the "\n").
+    lines = tf.strings.regex_replace(lines, "^\ufeff", "")
+    return tf.strings.regex_replace(lines, r"\s+$", "")
+
+
+def stream_dataset(
+    src_files: Sequence,
+    tgt_files: Sequence,
+    src_tokenizer: Tokenizer,
+    tgt_tokenizer: Tokenizer,
+    *,
+    batch_size: int | None = None,
+    batch_tokens: int | None = None,
+    max_length: int = 128,
+    shuffle: bool = False,
+    shuffle_buffer: int = 100_000,
+    seed: int = 0,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+) -> tf.data.Dataset:
+    """`make_dataset`'s batches, read from aligned files line by line.
+
+    Nothing is loaded whole: lines are read with `TextLineDataset`, tokenized
+    on the fly and shuffled in a buffer of `shuffle_buffer` pairs, so memory
+    does not grow with the corpus. With `shuffle`, the file order is
+    shuffled too (seeded, anew each pass) and up to four files are read
+    interleaved. Check the files first with `check_parallel_files`.
+
+    Args:
+        src_files, tgt_files: aligned files, as `split_files` returns them.
+        num_shards, shard_index: this reader's share, for several workers:
+            whole files (file i goes to shard i mod num_shards) when there
+            are at least as many files as shards, else every num_shards-th
+            pair. Shards are disjoint and together hold every pair.
+        Others: as `make_dataset`.
+    """
+    if len(src_files) != len(tgt_files) or not src_files:
+        raise ValueError(
+            f"need aligned files, got {len(src_files)} sources and "
+            f"{len(tgt_files)} targets"
+        )
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index {shard_index} outside [0, {num_shards})")
+    files = tf.data.Dataset.from_tensor_slices(
+        ([str(f) for f in src_files], [str(f) for f in tgt_files])
+    )
+    by_file = num_shards > 1 and len(src_files) >= num_shards
+    if by_file:
+        files = files.shard(num_shards, shard_index)
+    count = len(src_files)
+    if by_file:
+        count = -(-(count - shard_index) // num_shards)
+    if shuffle:
+        files = files.shuffle(max(count, 1), seed=seed, reshuffle_each_iteration=True)
+
+    def pairs(src_path, tgt_path):
+        return tf.data.Dataset.zip(
+            (tf.data.TextLineDataset(src_path), tf.data.TextLineDataset(tgt_path))
+        )
+
+    text = files.interleave(
+        pairs,
+        cycle_length=min(4, max(count, 1)) if shuffle else 1,
+        block_length=16,
+        deterministic=True,
+    )
+    if num_shards > 1 and not by_file:
+        text = text.shard(num_shards, shard_index)
+    return _batched_pairs(
+        text,
+        src_tokenizer,
+        tgt_tokenizer,
+        batch_size=batch_size,
+        batch_tokens=batch_tokens,
+        max_length=max_length,
+        shuffle=shuffle,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        repeat=repeat,
+        drop_remainder=drop_remainder,
+        clean=True,
+    )

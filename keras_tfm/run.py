@@ -42,10 +42,13 @@ class Run:
 
 @dataclasses.dataclass
 class Corpus:
-    """The run's data splits (`(sources, targets)` each) and tokenizers."""
+    """The run's data: the training files (`([source files], [target
+    files])`, streamed), the valid and test splits (`(sources, targets)`
+    each, in memory) and the tokenizers."""
 
     data_dir: Path
     train: tuple
+    train_pairs: int
     valid: tuple
     test: tuple
     src_tokenizer: object
@@ -131,19 +134,27 @@ def _worker_role():
 
 
 def prepare_corpus(run):
-    """Reads the three splits and learns (or reloads) the tokenizers."""
-    from keras_tfm.data import read_parallel
+    """Checks the training files in one streaming pass, reads the valid and
+    test splits, and learns (or reloads) the tokenizers."""
+    from keras_tfm.data import check_parallel_files, read_parallel, split_files
     from keras_tfm.evaluation import read_tokenized_reference
 
     config = run.config
     data_dir = data_directory(config, run.directory)
     src, tgt = config.data.src, config.data.tgt
-    splits = [
-        read_parallel(data_dir, split, src, tgt) for split in ("train", "valid", "test")
-    ]
-    tokenized = read_tokenized_reference(config.evaluation, data_dir, len(splits[2][1]))
-    src_tok, tgt_tok = prepare_tokenizers(config.tokenizer, run.directory, *splits[0])
-    return Corpus(data_dir, *splits, src_tok, tgt_tok, tokenized)
+    train = split_files(data_dir, "train", src, tgt)
+    started = time.perf_counter()
+    pairs = check_parallel_files(*train)
+    run.log(
+        f"training text: {pairs:,} sentence pairs in {len(train[0])} file pair(s), "
+        f"checked in {time.perf_counter() - started:.1f} s"
+    )
+    valid, test = (
+        read_parallel(data_dir, split, src, tgt) for split in ("valid", "test")
+    )
+    tokenized = read_tokenized_reference(config.evaluation, data_dir, len(test[1]))
+    src_tok, tgt_tok = prepare_tokenizers(config.tokenizer, run.directory, *train)
+    return Corpus(data_dir, train, pairs, valid, test, src_tok, tgt_tok, tokenized)
 
 
 def data_directory(config, directory):
@@ -164,20 +175,22 @@ def data_directory(config, directory):
     return directory.data
 
 
-def prepare_tokenizers(settings, directory, train_sources, train_targets):
+def prepare_tokenizers(settings, directory, src_files, tgt_files):
     """Trains the SentencePiece models once; later runs reuse the saved ones.
 
-    With `shared`, one model is learned from both sides (the paper's joint
-    vocabulary, needed to share embeddings) and saved as both `src.model`
-    and `tgt.model`.
+    The training files are streamed to SentencePiece, which keeps a seeded
+    sample of `input_sentence_size` sentences. With `shared`, one model is
+    learned from both sides (the paper's joint vocabulary, needed to share
+    embeddings) and saved as both `src.model` and `tgt.model`.
     """
+    from keras_tfm.data import iterate_lines
     from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
 
     directory.tokenizers.mkdir(parents=True, exist_ok=True)
     paths = {"src": directory.src_tokenizer, "tgt": directory.tgt_tokenizer}
-    corpora = {"src": train_sources, "tgt": train_targets}
+    files = {"src": list(src_files), "tgt": list(tgt_files)}
     if settings.shared:
-        corpora = {side: list(train_sources) + list(train_targets) for side in paths}
+        files = {side: files["src"] + files["tgt"] for side in paths}
     for side, path in paths.items():
         if path.exists():
             continue
@@ -185,9 +198,10 @@ def prepare_tokenizers(settings, directory, train_sources, train_targets):
             Tokenizer.load(paths["src"]).save(path)
             continue
         proto = train_sentencepiece(
-            corpora[side],
+            iterate_lines(files[side]),
             vocab_size=getattr(settings, f"{side}_vocab_size"),
             model_type=settings.model_type,
+            input_sentence_size=settings.input_sentence_size,
         )
         Tokenizer(proto).save(path)
     return [Tokenizer.load(paths[side]) for side in ("src", "tgt")]
@@ -234,7 +248,7 @@ def build_model(run, corpus):
 def _datasets(run, corpus, max_length):
     """`(train, valid)` pipelines, set up for the strategy."""
     from keras_tfm import training
-    from keras_tfm.data import make_dataset
+    from keras_tfm.data import make_dataset, stream_dataset
 
     settings = run.config.training
     common = dict(
@@ -243,11 +257,24 @@ def _datasets(run, corpus, max_length):
         batch_tokens=settings.batch_tokens,
     )
     tokenizers = corpus.tokenizers
-    train = make_dataset(
-        *corpus.train, *tokenizers, shuffle=True, seed=settings.seed, **common
+    # Each worker reads only its share of the training text.
+    num_shards, shard_index = training.input_shard(run.strategy)
+    train = stream_dataset(
+        *corpus.train,
+        *tokenizers,
+        shuffle=True,
+        shuffle_buffer=run.config.data.shuffle_buffer,
+        seed=settings.seed,
+        repeat=settings.steps_per_epoch is not None,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        **common,
     )
     valid = make_dataset(*corpus.valid, *tokenizers, **common)
-    return tuple(training.distribute_options(d, run.strategy) for d in (train, valid))
+    return (
+        training.distribute_options(train, run.strategy, sharded=True),
+        training.distribute_options(valid, run.strategy),
+    )
 
 
 @dataclasses.dataclass
@@ -260,6 +287,7 @@ def fit_model(run, model, corpus):
     """`model.fit` with checkpoints, TensorBoard, backup and the job's limits."""
     from keras_tfm.callbacks import SampleTranslations, backup_epoch, make_callbacks
     from keras_tfm.evaluation import make_translator
+    from keras_tfm.training import MaxSteps
 
     config, settings = run.config, run.config.training
     extra = []
@@ -290,10 +318,20 @@ def fit_model(run, model, corpus):
         run.log(
             f"resuming from the backup in {run.writes.backup} after epoch {resumed}"
         )
+    epochs = settings.epochs
+    plan = f"{epochs} epochs"
+    if settings.steps_per_epoch is not None:
+        plan += f" of {settings.steps_per_epoch} steps"
+    if settings.max_steps is not None:
+        callbacks.append(MaxSteps(settings.max_steps))
+        # Epochs no longer limit the run: the step count does.
+        steps = settings.steps_per_epoch
+        epochs = -(-settings.max_steps // steps) if steps else 1_000_000
+        plan = f"{settings.max_steps} optimizer steps"
     run.log(
         f"training {model.count_params():,} parameters on "
-        f"{run.strategy.num_replicas_in_sync} replica(s) for {settings.epochs} "
-        f"epochs; run directory {run.directory.path}"
+        f"{run.strategy.num_replicas_in_sync} replica(s) for {plan}; "
+        f"run directory {run.directory.path}"
     )
     train_ds, valid_ds = _datasets(run, corpus, model.get_layer("decoder").max_length)
     started = time.perf_counter()
@@ -305,7 +343,8 @@ def fit_model(run, model, corpus):
         history = model.fit(
             train_ds,
             validation_data=valid_ds,
-            epochs=settings.epochs,
+            epochs=epochs,
+            steps_per_epoch=settings.steps_per_epoch,
             callbacks=callbacks,
             verbose=settings.verbose if settings.verbose is not None else _verbosity(),
         )

@@ -57,7 +57,9 @@ class DataConfig:
     `task = "numbers"` generates the built-in German->English numbers task
     into the run directory (`max_number`, `valid_size`, `test_size`);
     `task = "files"` reads `{train,valid,test}.{src,tgt}` from `data_dir`
-    (setting `data_dir`, or `--data-dir`, implies it).
+    (setting `data_dir`, or `--data-dir`, implies it); the training text may
+    be shards `train.NAME.{src,tgt}`. It is streamed, never loaded whole:
+    `shuffle_buffer` pairs are shuffled at a time.
     """
 
     task: str = "numbers"
@@ -67,6 +69,7 @@ class DataConfig:
     max_number: int = 9999
     valid_size: int = 500
     test_size: int = 500
+    shuffle_buffer: int = 100_000
 
     def __post_init__(self):
         if self.data_dir is not None:
@@ -84,6 +87,7 @@ class DataConfig:
                 raise FieldError("data", name, f"must be a file suffix, got {value!r}")
         for name in ("max_number", "valid_size", "test_size"):
             check_range("data", name, getattr(self, name), 0)
+        check_range("data", "shuffle_buffer", self.shuffle_buffer, 1)
         if (
             self.task == "numbers"
             and self.valid_size + self.test_size > self.max_number
@@ -102,13 +106,16 @@ class TokenizerConfig:
 
     `shared = true` learns one joint model of `src_vocab_size` pieces for
     both languages (needed by `[model] share_embeddings`). `tgt_vocab_size`
-    defaults to `src_vocab_size`.
+    defaults to `src_vocab_size`. The models are learned from a seeded
+    sample of at most `input_sentence_size` training sentences (per model),
+    so that their cost does not grow with the corpus.
     """
 
     model_type: str = "bpe"
     shared: bool = False
     src_vocab_size: int = 8000
     tgt_vocab_size: int | None = None
+    input_sentence_size: int = 2_000_000
 
     def __post_init__(self):
         check_choice("tokenizer", "model_type", self.model_type, ("bpe", "unigram"))
@@ -117,6 +124,7 @@ class TokenizerConfig:
         for name in ("src_vocab_size", "tgt_vocab_size"):
             # Four ids are reserved: padding, unknown, start and end.
             check_range("tokenizer", name, getattr(self, name), 5)
+        check_range("tokenizer", "input_sentence_size", self.input_sentence_size, 1)
         if self.shared and self.tgt_vocab_size != self.src_vocab_size:
             raise FieldError(
                 "tokenizer",
@@ -188,9 +196,17 @@ class TrainingConfig:
     that fits; `average_checkpoints = N` evaluates the mean of the last N
     epochs' weights. `verbose` is fit's (default: a progress bar on a
     terminal, a line per epoch otherwise).
+
+    `steps_per_epoch` makes an epoch that many batches (the training data
+    repeats), so that checkpoints, validation and TensorBoard come at a
+    fixed rhythm on corpora of any size. `max_steps` ends training after
+    that many optimizer steps, whatever `epochs` says, then evaluates, saves
+    and exports as usual.
     """
 
     epochs: int = 10
+    steps_per_epoch: int | None = None
+    max_steps: int | None = None
     batch_size: int | None = None
     batch_tokens: int | None = None
     warmup_steps: int = 4000
@@ -211,7 +227,14 @@ class TrainingConfig:
             )
         if self.batch_tokens is None and self.batch_size is None:
             object.__setattr__(self, "batch_size", 64)
-        for name in ("epochs", "batch_size", "batch_tokens", "warmup_steps"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "batch_tokens",
+            "warmup_steps",
+            "steps_per_epoch",
+            "max_steps",
+        ):
             check_range("training", name, getattr(self, name), 1)
         for name in ("early_stopping_patience", "seed"):
             check_range("training", name, getattr(self, name), 0)

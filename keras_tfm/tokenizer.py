@@ -10,6 +10,7 @@ start (bos)=2 and end (eos)=3.
 
 import hashlib
 import io
+import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -76,10 +77,14 @@ def train_sentencepiece(
             f"character_coverage must be in (0, 1], got {character_coverage}"
         )
 
-    sentences = [line.strip() for line in lines]
-    sentences = [line for line in sentences if line]
-    if not sentences:
+    # A stream, not a list: with `input_sentence_size`, SentencePiece keeps
+    # only its seeded sample of the corpus in memory.
+    stripped = (line.strip() for line in lines)
+    sentences = (line for line in stripped if line)
+    first = next(sentences, None)
+    if first is None:
         raise ValueError("no training text: every line is blank")
+    sentences = itertools.chain([first], sentences)
 
     spm.set_random_generator_seed(seed)
     model = io.BytesIO()

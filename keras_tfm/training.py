@@ -181,15 +181,45 @@ def token_mean_steps(model, replica_xla=False):
     return train_step, test_step
 
 
-def distribute_options(dataset, strategy):
-    """Shards by data (not by files) across workers: the pipeline is in memory."""
+def distribute_options(dataset, strategy, sharded=False):
+    """How `dataset` is split across workers: by element (DATA), or not at
+    all where the pipeline reads only this worker's share (`sharded`)."""
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA
+            tf.data.experimental.AutoShardPolicy.OFF
+            if sharded
+            else tf.data.experimental.AutoShardPolicy.DATA
         )
         dataset = dataset.with_options(options)
     return dataset
+
+
+def input_shard(strategy):
+    """`(num_workers, index)` of this process's input pipeline: the chief
+    (if any) first, then the workers, as MultiWorkerMirroredStrategy counts
+    them; `(1, 0)` for a single host."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1, 0
+    resolver = strategy.cluster_resolver
+    cluster = resolver.cluster_spec().as_dict()
+    chiefs, workers = len(cluster.get("chief", [])), len(cluster.get("worker", []))
+    if resolver.task_type == "chief":
+        return chiefs + workers, 0
+    return chiefs + workers, chiefs + int(resolver.task_id)
+
+
+class MaxSteps(keras.callbacks.Callback):
+    """Stops training once the optimizer has made `max_steps` steps (counted
+    by its iteration counter, so a resumed run stops at the same step)."""
+
+    def __init__(self, max_steps):
+        super().__init__()
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) >= self.max_steps:
+            self.model.stop_training = True
 
 
 # ---------------------------------------------------------------- schedule

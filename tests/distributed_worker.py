@@ -6,6 +6,11 @@ devices or to join a TF_CONFIG cluster):
 MODE is one_device, mirrored (two logical CPUs) or multi_worker (TF_CONFIG);
 `--jit-compile` compiles the model as the default training config does.
 
+    python distributed_worker.py shards DATA_DIR OUT_PATH
+joins a TF_CONFIG cluster and saves the source sentences (detokenized) its
+share of the streamed training text `DATA_DIR/train*.{de,en}` delivers in
+one epoch, through the distributed dataset as `model.fit` iterates it.
+
     python distributed_worker.py cli ARGS...
 runs `keras-tfm ARGS...` in a process whose CPU is split into two logical
 devices (what `--strategy mirrored` spreads over on a machine without GPUs).
@@ -99,7 +104,37 @@ def main(mode, out_path, jit_compile=False):
     )
 
 
+def shards(data_dir, out_path):
+    from keras_tfm import training
+    from keras_tfm.data import iterate_lines, split_files, stream_dataset
+    from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
+
+    strategy = training.make_strategy("multi_worker")
+    files = split_files(data_dir, "train", "de", "en")
+    # Deterministic: every worker learns the same tokenizers.
+    src_tok, tgt_tok = (
+        Tokenizer(train_sentencepiece(iterate_lines(paths), 96, "bpe"))
+        for paths in files
+    )
+    num_shards, index = training.input_shard(strategy)
+    dataset = stream_dataset(
+        *files, src_tok, tgt_tok, batch_size=8, max_length=64, shuffle=True,
+        shuffle_buffer=50, num_shards=num_shards, shard_index=index,
+    )  # fmt: skip
+    distributed = strategy.experimental_distribute_dataset(
+        training.distribute_options(dataset, strategy, sharded=True)
+    )
+    rows = []
+    for inputs, _ in distributed:
+        for local in strategy.experimental_local_results(inputs["source"]):
+            rows.extend(t.decode("utf-8") for t in src_tok.detokenize(local).numpy())
+    np.savez(out_path, rows=np.array(rows), shard=[num_shards, index])
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "shards":
+        shards(sys.argv[2], sys.argv[3])
+        sys.exit(0)
     if sys.argv[1] == "cli":
         split_cpu()
         from keras_tfm.cli import main as keras_tfm

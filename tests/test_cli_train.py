@@ -629,6 +629,33 @@ def scalar_events_file(path, tag):
     }
 
 
+# ---------------------------------------------------------------- steps
+@pytest.mark.slow
+def test_max_steps_and_fixed_epochs_of_steps(tmp_path):
+    """`steps_per_epoch = 3` with `--max-steps 7`: epochs of 3 steps on the
+    repeating stream, stopped after the 7th optimizer step, then evaluated
+    and saved as usual."""
+    config = tmp_path / "steps.toml"
+    config.write_text(
+        TINY.read_text().replace("epochs = 4", "epochs = 50\nsteps_per_epoch = 3")
+    )
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "--config", config, "--run-dir", run_dir, "--max-steps", 7, "--no-export"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "for 7 optimizer steps" in result.stdout
+    assert epoch_headers(result.stdout) == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
+    assert [checkpoint_iterations(run_dir, n) for n in (1, 2, 3)] == [3, 6, 7]
+    assert sorted(scalar_events(run_dir / "logs" / "validation", "epoch_loss")) == [
+        0,
+        1,
+        2,
+    ]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["sentences"] == 30
+
+
 # ---------------------------------------------------------------- NaN
 @pytest.mark.slow
 def test_nan_loss_exits_3_naming_step_and_epoch(tmp_path):

@@ -6,9 +6,13 @@ import tensorflow as tf
 from keras_tfm.data import (
     DataError,
     bucket_boundaries,
+    check_parallel_files,
+    count_lines,
     make_dataset,
     read_lines,
     read_parallel,
+    split_files,
+    stream_dataset,
     text_dataset,
 )
 from keras_tfm.numbers_task import write_numbers_task
@@ -245,3 +249,148 @@ def test_bad_arguments(task):
         make_dataset(sources, targets, src_tok, tgt_tok, batch_tokens=10, max_length=16)
     with pytest.raises(ValueError, match="targets"):
         make_dataset(sources, targets[:-1], src_tok, tgt_tok, batch_size=8)
+
+
+# ------------------------------------------------------------ streaming text
+def pairs_of(dataset):
+    """Every (source, labels) pair of a dataset, as tuples of ids."""
+    return [(tuple(e[0]), tuple(e[2])) for e in collect(dataset)[0]]
+
+
+def write_shards(directory, sources, targets, sizes):
+    """`train.NN.{de,en}` shards of the given sizes; returns their paths."""
+    directory.mkdir(exist_ok=True)
+    start = 0
+    for index, size in enumerate(sizes):
+        end = start + size
+        for side, lines in (("de", sources), ("en", targets)):
+            text = "\n".join(lines[start:end]) + "\n"
+            (directory / f"train.{index:02d}.{side}").write_text(text, "utf-8")
+        start = end
+    assert start == len(sources)
+    return split_files(directory, "train", "de", "en")
+
+
+def test_stream_dataset_gives_make_dataset_batches(task, tmp_path):
+    """Unshuffled, the stream batches exactly as the in-memory pipeline,
+    with a byte-order mark, CRLF line ends and trailing blanks cleaned as
+    `read_lines` cleans them."""
+    _, sources, targets, src_tok, tgt_tok = task
+    src_path, tgt_path = tmp_path / "train.de", tmp_path / "train.en"
+    src_path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(sources).encode() + b"\r\n")
+    tgt_path.write_bytes(" \t\n".join(targets).encode())
+    assert split_files(tmp_path, "train", "de", "en") == ([src_path], [tgt_path])
+    assert check_parallel_files([src_path], [tgt_path]) == len(sources)
+    options = dict(batch_tokens=96, max_length=12)
+    streamed = stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, **options)
+    in_memory = make_dataset(sources, targets, src_tok, tgt_tok, **options)
+    assert collect(streamed) == collect(in_memory)
+
+
+def test_shuffled_shards_hold_every_pair_once(task, tmp_path):
+    _, sources, targets, src_tok, tgt_tok = task
+    files = write_shards(tmp_path, sources, targets, [100, 250, 50, len(sources) - 400])
+    options = dict(batch_size=32, max_length=64)
+    expected = sorted(
+        pairs_of(make_dataset(sources, targets, src_tok, tgt_tok, **options))
+    )
+    assert len(expected) == len(sources)  # none is too long
+
+    def stream(**kwargs):
+        return stream_dataset(
+            *files, src_tok, tgt_tok, shuffle=True, shuffle_buffer=64, **options,
+            **kwargs,
+        )  # fmt: skip
+
+    first, again = pairs_of(stream(seed=1)), pairs_of(stream(seed=1))
+    assert sorted(first) == expected
+    assert first == again  # seeded
+    assert first != pairs_of(stream(seed=2))
+    assert first[:50] != expected[:50]
+    # Two passes of one dataset: every pair once per pass, in a new order.
+    two = pairs_of(stream(seed=1).repeat(2))
+    assert sorted(two[: len(expected)]) == expected
+    assert two[: len(expected)] != two[len(expected) :]
+
+
+@pytest.mark.parametrize(
+    "sizes", [[250, 250], [130, 120, 125, 125]], ids=["by-pair", "by-file"]
+)
+def test_worker_shards_are_disjoint_and_complete(task, tmp_path, sizes):
+    """Three workers: by whole files when there are at least as many files
+    as workers, else by pair; no pair is read twice and none is lost."""
+    _, sources, targets, src_tok, tgt_tok = task
+    files = write_shards(tmp_path, sources, targets, sizes)
+    options = dict(batch_size=32, max_length=64, shuffle=True, shuffle_buffer=100)
+    shards = [
+        pairs_of(
+            stream_dataset(
+                *files, src_tok, tgt_tok, num_shards=3, shard_index=i, **options
+            )
+        )
+        for i in range(3)
+    ]
+    everything = [pair for shard in shards for pair in shard]
+    expected = pairs_of(make_dataset(sources, targets, src_tok, tgt_tok, batch_size=32))
+    assert sorted(everything) == sorted(expected)
+    assert all(len(shard) > 0 for shard in shards)
+    if len(sizes) >= 3:  # whole files: shard 0 holds files 0 and 3
+        assert len(shards[0]) == sizes[0] + sizes[3]
+
+
+def test_split_files_names_the_missing_partner(tmp_path):
+    write(tmp_path / "train.a.de", b"eins\n")
+    write(tmp_path / "train.a.en", b"one\n")
+    write(tmp_path / "train.b.de", b"zwei\n")
+    with pytest.raises(DataError) as error:
+        split_files(tmp_path, "train", "de", "en")
+    assert str(error.value) == f"missing file: {tmp_path / 'train.b.en'}"
+    with pytest.raises(DataError, match="missing file: .*valid.de"):
+        split_files(tmp_path, "valid", "de", "en")
+
+
+@pytest.mark.parametrize("chunk", [3, 7, 1 << 20])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"ok\n\xff\xfe bad\n",
+        "eins\nzwei\nfünf ".encode() + b"\xc3(\n",
+        "a\nbb\nccc\n\nfünfzehn\nsechzehn".encode(),
+        b"\xef\xbb\xbfeins\nzwei\n",
+        b"x\n" * 20 + "\u00e4\u00f6\u00fc".encode() + b"\x80\n",
+    ],
+)
+def test_count_lines_agrees_with_read_lines(tmp_path, monkeypatch, chunk, data):
+    """The streaming check counts and rejects what `read_lines` does, with
+    the same message, also where a chunk boundary cuts a line or a
+    character."""
+    import keras_tfm.data
+
+    monkeypatch.setattr(keras_tfm.data, "_CHUNK_BYTES", chunk)
+    path = write(tmp_path / "train.de", data)
+    try:
+        expected = len(read_lines(path))
+    except DataError as error:
+        with pytest.raises(DataError) as streamed:
+            count_lines(path)
+        assert str(streamed.value) == str(error)
+    else:
+        assert count_lines(path) == expected
+    with pytest.raises(DataError, match="file is empty"):
+        count_lines(write(tmp_path / "empty.de", b""))
+    with pytest.raises(DataError, match="missing file"):
+        count_lines(tmp_path / "none.de")
+
+
+def test_tokenizer_trains_on_a_seeded_sample(task):
+    """`input_sentence_size` bounds what SentencePiece keeps; the sample, and
+    so the model, is the same for the same seed."""
+    _, sources, *_ = task
+    lines = (line for line in sources)
+    first = train_sentencepiece(lines, 64, "bpe", input_sentence_size=200, seed=3)
+    again = train_sentencepiece(
+        iter(sources), 64, "bpe", input_sentence_size=200, seed=3
+    )
+    whole = train_sentencepiece(sources, 64, "bpe")
+    assert first == again
+    assert first != whole

@@ -121,6 +121,49 @@ def test_multi_worker_processes_match_each_other_and_one_device(
     compare(one_device, first)
 
 
+@pytest.mark.parametrize("files", [1, 4], ids=["by-pair", "by-file"])
+def test_two_workers_read_every_pair_once(tmp_path, files):
+    """Two worker processes on 127.0.0.1 stream their shares of the training
+    text (one file: every other pair; four files: two whole files each)
+    through the distributed dataset: no pair twice, none lost."""
+    from keras_tfm.data import read_parallel
+    from keras_tfm.numbers_task import write_numbers_task
+
+    data_dir = write_numbers_task(
+        tmp_path / "data", max_number=700, valid_size=50, test_size=50
+    )
+    sources, targets = read_parallel(data_dir, "train", "de", "en")
+    if files > 1:
+        for side, lines in (("de", sources), ("en", targets)):
+            (data_dir / f"train.{side}").unlink()
+            for shard in range(files):
+                text = "\n".join(lines[shard::files]) + "\n"
+                (data_dir / f"train.{shard}.{side}").write_text(text, "utf-8")
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        args = [sys.executable, str(WORKER), "shards", str(data_dir)]
+        processes.append(
+            subprocess.Popen(
+                args + [str(tmp_path / f"worker{index}.npz")],
+                env=child_env({"TF_CONFIG": json.dumps(tf_config)}),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    for process in processes:
+        finish(process)
+    read = [np.load(tmp_path / f"worker{i}.npz") for i in range(2)]
+    assert [list(r["shard"]) for r in read] == [[2, 0], [2, 1]]
+    rows = [list(r["rows"]) for r in read]
+    assert len(set(sources)) == len(sources)
+    assert all(abs(len(r) - len(sources) / 2) < len(sources) / 4 for r in rows)
+    assert sorted(rows[0] + rows[1]) == sorted(sources)
+
+
 def checkpoint_weights(path):
     import keras
 
