@@ -38,6 +38,11 @@ class Run:
     is_chief: bool
     strategy: object
     log: object
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def elapsed(self):
+        """Seconds since the job started."""
+        return time.perf_counter() - self.started
 
 
 @dataclasses.dataclass
@@ -153,7 +158,9 @@ def prepare_corpus(run):
         read_parallel(data_dir, split, src, tgt) for split in ("valid", "test")
     )
     tokenized = read_tokenized_reference(config.evaluation, data_dir, len(test[1]))
+    started = time.perf_counter()
     src_tok, tgt_tok = prepare_tokenizers(config.tokenizer, run.directory, *train)
+    run.log(f"tokenizers ready in {time.perf_counter() - started:.1f} s")
     return Corpus(data_dir, train, pairs, valid, test, src_tok, tgt_tok, tokenized)
 
 
@@ -245,8 +252,12 @@ def build_model(run, corpus):
     return model
 
 
-def _datasets(run, corpus, max_length):
-    """`(train, valid)` pipelines, set up for the strategy."""
+def _datasets(run, corpus, max_length, resumed_epochs=0):
+    """`(train, valid)` pipelines, set up for the strategy.
+
+    A resumed run shuffles with a seed moved by the epochs already done, so
+    that it does not replay the order its first epochs saw.
+    """
     from keras_tfm import training
     from keras_tfm.data import make_dataset, stream_dataset
 
@@ -264,7 +275,7 @@ def _datasets(run, corpus, max_length):
         *tokenizers,
         shuffle=True,
         shuffle_buffer=run.config.data.shuffle_buffer,
-        seed=settings.seed,
+        seed=settings.seed + resumed_epochs,
         repeat=settings.steps_per_epoch is not None,
         num_shards=num_shards,
         shard_index=shard_index,
@@ -322,6 +333,7 @@ def fit_model(run, model, corpus):
     plan = f"{epochs} epochs"
     if settings.steps_per_epoch is not None:
         plan += f" of {settings.steps_per_epoch} steps"
+    callbacks.append(_first_step_log(run))
     if settings.max_steps is not None:
         callbacks.append(MaxSteps(settings.max_steps))
         # Epochs no longer limit the run: the step count does.
@@ -333,7 +345,9 @@ def fit_model(run, model, corpus):
         f"{run.strategy.num_replicas_in_sync} replica(s) for {plan}; "
         f"run directory {run.directory.path}"
     )
-    train_ds, valid_ds = _datasets(run, corpus, model.get_layer("decoder").max_length)
+    train_ds, valid_ds = _datasets(
+        run, corpus, model.get_layer("decoder").max_length, resumed or 0
+    )
     started = time.perf_counter()
     with warnings.catch_warnings():
         # The pipeline is shuffled by make_dataset, and filtering by length
@@ -349,10 +363,30 @@ def fit_model(run, model, corpus):
             verbose=settings.verbose if settings.verbose is not None else _verbosity(),
         )
     seconds = time.perf_counter() - started
+    run.log(
+        f"training ended after {int(model.optimizer.iterations)} optimizer steps, "
+        f"{run.elapsed():.1f} s after start"
+    )
     if nan_guard.message:
         raise FloatingPointError(nan_guard.message)
     last_epoch = history.epoch[-1] + 1 if history.epoch else settings.epochs
     return Fitted(seconds, last_epoch)
+
+
+def _first_step_log(run):
+    """Logs when the first training step is done: the job's start-up time
+    (data checks, tokenizers, pipeline, tracing), which must not grow with
+    the corpus."""
+    import keras
+
+    def first(batch, logs=None):
+        if not callback.done:
+            callback.done = True
+            run.log(f"first training step done {run.elapsed():.1f} s after start")
+
+    callback = keras.callbacks.LambdaCallback(on_train_batch_end=first)
+    callback.done = False
+    return callback
 
 
 def average_and_evaluate(run, model, corpus, fitted):

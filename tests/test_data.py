@@ -394,3 +394,17 @@ def test_tokenizer_trains_on_a_seeded_sample(task):
     whole = train_sentencepiece(sources, 64, "bpe")
     assert first == again
     assert first != whole
+
+
+def test_stream_shuffles_as_before_when_the_buffer_holds_the_corpus(task, tmp_path):
+    """One file and a buffer larger than the corpus (the numbers task,
+    Multi30k): the stream yields the in-memory pipeline's shuffled batches,
+    so those runs train on the same data order as before."""
+    data_dir, sources, targets, src_tok, tgt_tok = task
+    files = split_files(data_dir, "train", "de", "en")
+    options = dict(batch_tokens=96, max_length=12, shuffle=True, seed=5)
+    streamed = stream_dataset(
+        *files, src_tok, tgt_tok, shuffle_buffer=100_000, **options
+    )
+    in_memory = make_dataset(sources, targets, src_tok, tgt_tok, **options)
+    assert collect(streamed) == collect(in_memory)
