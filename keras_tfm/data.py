@@ -445,7 +445,6 @@ def stream_dataset(
         pairs,
         cycle_length=min(4, max(count, 1)) if shuffle else 1,
         block_length=16,
-        deterministic=True,
     )
     if num_shards > 1 and not by_file:
         text = text.shard(num_shards, shard_index)
