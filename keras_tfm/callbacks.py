@@ -33,17 +33,91 @@ class ThroughputAndLearningRate(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        optimizer = self.model.optimizer
-        lr = optimizer.learning_rate
-        if isinstance(
-            optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule
-        ):
-            lr = optimizer._learning_rate(optimizer.iterations)
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+        logs["learning_rate"] = current_learning_rate(self.model.optimizer)
         if self._last is not None and self._last > self._start:
             logs["tokens_per_second"] = (self._tokens - self._tokens_at_start) / (
                 self._last - self._start
             )
+
+
+def current_learning_rate(optimizer):
+    """The learning rate the optimizer's next step uses, as a float."""
+    lr = optimizer.learning_rate
+    if isinstance(
+        optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule
+    ):
+        lr = optimizer._learning_rate(optimizer.iterations)
+    return float(keras.ops.convert_to_numpy(lr))
+
+
+class StepScalars(keras.callbacks.Callback):
+    """TensorBoard scalars every `every` optimizer steps, not only per epoch.
+
+    Written to `log_dir` (the run "steps" in TensorBoard) at the optimizer's
+    step count: `loss` (the token mean over the steps since the last point),
+    `learning_rate` (of the next step), `tokens_per_second` (target tokens
+    over training time since the last point, validation and saving left
+    out) and `gradient_norm` (the global
+    norm of the last step's gradient, for models prepared by
+    `keras_tfm.training.prepare_for_fit`). The loss comes from the epoch's
+    running token mean and token count that each step's logs carry, so it
+    costs no extra computation.
+    """
+
+    def __init__(self, log_dir, every):
+        super().__init__()
+        self.log_dir, self.every = str(log_dir), int(every)
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+        # Totals of the finished epochs, so that a window may span two.
+        self._done_loss = self._done_tokens = 0.0
+        self._loss_sum = self._tokens = 0.0  # totals at the last point
+        self._epoch_loss = self._epoch_tokens = 0.0
+        self._time, self._paused = time.perf_counter(), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_loss = self._epoch_tokens = 0.0
+        if self._paused is not None:  # validation and saving are not training
+            self._time += time.perf_counter() - self._paused
+            self._paused = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._done_loss += self._epoch_loss
+        self._done_tokens += self._epoch_tokens
+        self._paused = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        from keras_tfm.training import gradient_norm, optimizer_steps
+
+        if not logs:
+            return
+        # The epoch's running token mean and token count so far.
+        self._epoch_tokens = float(logs.get("tokens", 0.0))
+        self._epoch_loss = float(logs["loss"]) * self._epoch_tokens
+        step = optimizer_steps(self.model)
+        if step % self.every:
+            return
+        loss_sum = self._done_loss + self._epoch_loss
+        tokens = self._done_tokens + self._epoch_tokens
+        now = time.perf_counter()
+        new_tokens = tokens - self._tokens
+        values = {"learning_rate": current_learning_rate(self.model.optimizer)}
+        if new_tokens > 0:
+            values["loss"] = (loss_sum - self._loss_sum) / new_tokens
+            values["tokens_per_second"] = new_tokens / max(now - self._time, 1e-9)
+        norm = gradient_norm(self.model)
+        if norm is not None:
+            values["gradient_norm"] = norm
+        with self._writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+        self._loss_sum, self._tokens, self._time = loss_sum, tokens, now
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -143,23 +217,30 @@ def backup_epoch(backup_dir):
         return None
 
 
-def make_callbacks(run_dir, *, patience=None, time_limit=None, extra=()):
+def make_callbacks(
+    run_dir, *, patience=None, time_limit=None, extra=(), log_every_steps=0
+):
     """The standard callback list of a run writing into `run_dir`.
 
     `run_dir` is a `RunDirectory` (or a path to one): TensorBoard logs,
     one checkpoint per epoch and the `BackupAndRestore` state go to its
     places. `time_limit` (seconds) adds a `TimeLimit`; `patience` early
-    stopping on the validation loss.
+    stopping on the validation loss; `log_every_steps` `StepScalars` under
+    `logs/steps`.
     """
     from keras_tfm.run_dir import RunDirectory
 
     if not isinstance(run_dir, RunDirectory):
         run_dir = RunDirectory(run_dir)
     nan_guard = StopOnNaN()
+    steps = []
+    if log_every_steps:
+        steps.append(StepScalars(run_dir.logs / "steps", log_every_steps))
     callbacks = [
         nan_guard,
         *([TimeLimit(time_limit)] if time_limit else []),
         ThroughputAndLearningRate(),
+        *steps,
         *extra,
         keras.callbacks.TensorBoard(log_dir=str(run_dir.logs), update_freq="epoch"),
         keras.callbacks.ModelCheckpoint(run_dir.checkpoint_pattern()),

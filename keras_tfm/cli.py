@@ -16,6 +16,7 @@ def _train(args):
             "data.tgt": ("--tgt", args.tgt),
             "training.epochs": ("--epochs", args.epochs),
             "training.max_steps": ("--max-steps", args.max_steps),
+            "training.accumulate_steps": ("--accumulate-steps", args.accumulate_steps),
         },
     )
     if args.print_config:
@@ -159,6 +160,11 @@ def build_parser():
     train.add_argument("--src", help="source language suffix, e.g. de")
     train.add_argument("--tgt", help="target language suffix, e.g. en")
     train.add_argument("--epochs", type=int)
+    train.add_argument(
+        "--accumulate-steps",
+        type=int,
+        help="batches per optimizer step (exact gradient accumulation)",
+    )
     train.add_argument(
         "--max-steps",
         type=int,

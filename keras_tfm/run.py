@@ -242,7 +242,9 @@ def build_model(run, corpus):
             jit_compile=settings.jit_compile,
         )
     example = next(iter(_datasets(run, corpus, model_config.max_length)[1]))
-    xla = training.prepare_for_fit(model, strategy, example)
+    xla = training.prepare_for_fit(
+        model, strategy, example, accumulate_steps=settings.accumulate_steps
+    )
     if xla == "replica":
         run.log(
             "XLA compiles each replica's forward and backward pass; the gradient "
@@ -270,6 +272,14 @@ def _datasets(run, corpus, max_length, resumed_epochs=0):
     tokenizers = corpus.tokenizers
     # Each worker reads only its share of the training text.
     num_shards, shard_index = training.input_shard(run.strategy)
+    # With accumulation, a training batch holds N batches' worth, which the
+    # train step runs as N micro-batches.
+    n = settings.accumulate_steps
+    train_batching = {
+        key: None if value is None else value * n
+        for key, value in common.items()
+        if key in ("batch_size", "batch_tokens")
+    }
     train = stream_dataset(
         *corpus.train,
         *tokenizers,
@@ -279,7 +289,7 @@ def _datasets(run, corpus, max_length, resumed_epochs=0):
         repeat=settings.steps_per_epoch is not None,
         num_shards=num_shards,
         shard_index=shard_index,
-        **common,
+        **dict(common, **train_batching),
     )
     valid = make_dataset(*corpus.valid, *tokenizers, **common)
     return (
@@ -298,7 +308,7 @@ def fit_model(run, model, corpus):
     """`model.fit` with checkpoints, TensorBoard, backup and the job's limits."""
     from keras_tfm.callbacks import SampleTranslations, backup_epoch, make_callbacks
     from keras_tfm.evaluation import make_translator
-    from keras_tfm.training import MaxSteps
+    from keras_tfm.training import MaxSteps, optimizer_steps
 
     config, settings = run.config, run.config.training
     extra = []
@@ -323,6 +333,7 @@ def fit_model(run, model, corpus):
         patience=settings.early_stopping_patience,
         time_limit=60.0 * minutes if minutes else None,
         extra=extra,
+        log_every_steps=settings.log_every_steps if run.is_chief else 0,
     )
     resumed = backup_epoch(run.writes.backup)
     if resumed is not None:
@@ -364,7 +375,7 @@ def fit_model(run, model, corpus):
         )
     seconds = time.perf_counter() - started
     run.log(
-        f"training ended after {int(model.optimizer.iterations)} optimizer steps, "
+        f"training ended after {optimizer_steps(model)} optimizer steps, "
         f"{run.elapsed():.1f} s after start"
     )
     if nan_guard.message:

@@ -202,11 +202,19 @@ class TrainingConfig:
     fixed rhythm on corpora of any size. `max_steps` ends training after
     that many optimizer steps, whatever `epochs` says, then evaluates, saves
     and exports as usual.
+
+    `accumulate_steps = N` makes N batches (of `batch_size` sentences or
+    `batch_tokens` tokens each) one optimizer step, exactly the step of one
+    batch holding all their tokens; steps count optimizer steps.
+    `log_every_steps = K` writes loss, learning rate, tokens/s and gradient
+    norm to TensorBoard every K optimizer steps (0: per epoch only).
     """
 
     epochs: int = 10
     steps_per_epoch: int | None = None
     max_steps: int | None = None
+    accumulate_steps: int = 1
+    log_every_steps: int = 50
     batch_size: int | None = None
     batch_tokens: int | None = None
     warmup_steps: int = 4000
@@ -234,9 +242,10 @@ class TrainingConfig:
             "warmup_steps",
             "steps_per_epoch",
             "max_steps",
+            "accumulate_steps",
         ):
             check_range("training", name, getattr(self, name), 1)
-        for name in ("early_stopping_patience", "seed"):
+        for name in ("early_stopping_patience", "seed", "log_every_steps"):
             check_range("training", name, getattr(self, name), 0)
         check_range("training", "average_checkpoints", self.average_checkpoints, 1)
         check_range(

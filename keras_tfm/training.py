@@ -2,6 +2,7 @@
 loss, metrics and callbacks. TensorFlow-specific by design."""
 
 import os
+import weakref
 
 import keras
 import tensorflow as tf
@@ -41,7 +42,7 @@ def make_strategy(name="auto"):
     )
 
 
-def prepare_for_fit(model, strategy, example_batch):
+def prepare_for_fit(model, strategy, example_batch, accumulate_steps=1):
     """Builds all model state up front and installs the training job's steps.
 
     `compile_model` must have been called under `strategy.scope()`. The
@@ -58,6 +59,10 @@ def prepare_for_fit(model, strategy, example_batch):
        value, axis=0)`, which rejects scalars. Each log is returned as a
        length-1 vector instead, which that reduction averages over replicas
        to the same scalar the single-host path computes.
+
+    With `accumulate_steps = N`, each batch is cut into N micro-batches that
+    run one after another and make one optimizer step (see
+    `token_mean_steps`).
 
     Returns:
         Where XLA runs: "none", "step" (the whole step) or "replica" (each
@@ -82,12 +87,57 @@ def prepare_for_fit(model, strategy, example_batch):
             # all, which it cannot do on the CPU or across devices.
             xla = "replica"
             model.jit_compile = False
-    train_step, test_step = token_mean_steps(model, replica_xla=xla == "replica")
+    train_step, test_step = token_mean_steps(
+        model, replica_xla=xla == "replica", accumulate_steps=accumulate_steps
+    )
+    _measure_gradient_norm(model, strategy)
     if multi_worker:
         model._maybe_symbolic_build = lambda *args, **kwargs: None
         train_step, test_step = _vector_logs(train_step), _vector_logs(test_step)
     model.train_step, model.test_step = train_step, test_step
     return xla
+
+
+# The gradient-norm variable of each prepared model (kept off the model, so
+# that its checkpoints do not change).
+_GRADIENT_NORMS = weakref.WeakKeyDictionary()
+
+
+def gradient_norm(model):
+    """The global norm of the gradient of the last optimizer step of a model
+    prepared by `prepare_for_fit` (summed over replicas, as applied), or
+    None."""
+    variable = _GRADIENT_NORMS.get(model)
+    return None if variable is None else float(variable.numpy())
+
+
+def _measure_gradient_norm(model, strategy):
+    """Makes the optimizer record the norm of the gradients it applies.
+
+    Measured right after the optimizer's own all-reduce (a private hook into
+    Keras' TensorFlow optimizer), so that under several replicas it is the
+    norm of the summed gradient, with no extra communication.
+    """
+    optimizer = model.optimizer
+    reduce = getattr(optimizer, "_all_reduce_sum_gradients", None)
+    if reduce is None:
+        return
+    with strategy.scope():
+        norm = tf.Variable(
+            0.0,
+            trainable=False,
+            name="gradient_norm",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+
+    def reduce_and_measure(grads_and_vars):
+        reduced = reduce(grads_and_vars)
+        gradients = [g for g, _ in reduced if g is not None]
+        norm.assign(tf.cast(tf.linalg.global_norm(gradients), tf.float32))
+        return reduced
+
+    optimizer._all_reduce_sum_gradients = reduce_and_measure
+    _GRADIENT_NORMS[model] = norm
 
 
 def _vector_logs(step):
@@ -117,7 +167,7 @@ def _scale(gradient, factor):
     return gradient * factor
 
 
-def token_mean_steps(model, replica_xla=False):
+def token_mean_steps(model, replica_xla=False, accumulate_steps=1):
     """`(train_step, test_step)` whose loss is the mean over global tokens.
 
     Each replica computes the sum of its tokens' losses and its gradient;
@@ -132,8 +182,25 @@ def token_mean_steps(model, replica_xla=False):
     all-reduce, the gradients' all-reduce and the optimizer update run
     outside it.
 
+    Gradient accumulation (`accumulate_steps = N > 1`): each replica cuts its
+    batch into N micro-batches of consecutive rows and runs their forward and
+    backward passes one after another (so only one micro-batch's activations
+    live at a time), summing the gradients of their token-loss sums. The sum
+    is divided by the tokens of the whole global batch, as above, and
+    applied once. That is exactly the step of the whole batch at once,
+    whatever the tokens of each micro-batch; averaging N per-micro-batch
+    token means instead (what Keras' `gradient_accumulation_steps` does with
+    per-batch losses) would weight a short micro-batch's tokens more. The
+    learning-rate schedule counts optimizer steps.
+
     `model` must be compiled with `LabelSmoothedCrossEntropy`.
     """
+    if isinstance(accumulate_steps, bool) or not (
+        isinstance(accumulate_steps, int) and accumulate_steps >= 1
+    ):
+        raise ValueError(
+            f"accumulate_steps must be an int >= 1, got {accumulate_steps}"
+        )
     loss = model.loss
     if not isinstance(loss, LabelSmoothedCrossEntropy):
         raise ValueError(
@@ -166,17 +233,47 @@ def token_mean_steps(model, replica_xla=False):
         x, y = data[0], data[1]
         tokens = _token_count(y)
         global_tokens = tf.maximum(_sum_over_replicas(tokens), 1.0)
-        loss_sum, gradients, y_pred = forward_backward(x, y)
+        if accumulate_steps == 1:
+            loss_sum, gradients, y_pred = forward_backward(x, y)
+            model.compute_metrics(x, y, y_pred)
+        else:
+            loss_sum, gradients = accumulated(x, y)
         gradients = [_scale(g, 1.0 / global_tokens) for g in gradients]
         model.optimizer.apply(gradients, model.trainable_variables)
         track_loss(loss_sum, tokens)
-        return model.compute_metrics(x, y, y_pred)
+        # Read after every update: each step's logs include its own batch.
+        return model.get_metrics_result()
+
+    def accumulated(x, y):
+        rows = tf.shape(y)[0]
+        size = (rows + accumulate_steps - 1) // accumulate_steps
+        loss_sum, gradients = 0.0, None
+        for index in range(accumulate_steps):
+            start = tf.minimum(index * size, rows)
+            end = tf.minimum(start + size, rows)
+            # After the previous micro-batch's backward pass: one at a time.
+            with tf.control_dependencies(gradients or []):
+                part = slice(start, end)
+                x_part = tf.nest.map_structure(lambda t, part=part: t[part], x)
+                y_part = y[part]
+            part_loss, part_gradients, y_pred = forward_backward(x_part, y_part)
+            part_gradients = [tf.convert_to_tensor(g) for g in part_gradients]
+            loss_sum += part_loss
+            gradients = (
+                part_gradients
+                if gradients is None
+                else [a + b for a, b in zip(gradients, part_gradients)]
+            )
+            # The metrics are sums over tokens: updated per micro-batch.
+            model.compute_metrics(x_part, y_part, y_pred)
+        return loss_sum, gradients
 
     def test_step(data):
         x, y = data[0], data[1]
         loss_sum, y_pred = forward_only(x, y)
         track_loss(loss_sum, _token_count(y))
-        return model.compute_metrics(x, y, y_pred)
+        model.compute_metrics(x, y, y_pred)
+        return model.get_metrics_result()
 
     return train_step, test_step
 
@@ -209,6 +306,13 @@ def input_shard(strategy):
     return chiefs + workers, chiefs + int(resolver.task_id)
 
 
+def optimizer_steps(model):
+    """The optimizer steps `model` has made (also for a distributed counter,
+    which `int()` does not take)."""
+    iterations = model.optimizer.iterations
+    return int(getattr(iterations, "value", iterations).numpy())
+
+
 class MaxSteps(keras.callbacks.Callback):
     """Stops training once the optimizer has made `max_steps` steps (counted
     by its iteration counter, so a resumed run stops at the same step)."""
@@ -218,7 +322,7 @@ class MaxSteps(keras.callbacks.Callback):
         self.max_steps = max_steps
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) >= self.max_steps:
+        if optimizer_steps(self.model) >= self.max_steps:
             self.model.stop_training = True
 
 
@@ -379,6 +483,8 @@ class TokenCount(keras.metrics.Metric):
 
 
 def compile_model(model, optimizer, label_smoothing=0.1, jit_compile=False):
+    """Compiles `model` with the job's loss (label-smoothed, over non-padding
+    tokens), metrics (masked accuracy, token count) and `optimizer`."""
     model.compile(
         optimizer=optimizer,
         loss=LabelSmoothedCrossEntropy(label_smoothing),

@@ -2,9 +2,10 @@
 
 Run as a script (a fresh process is needed to split the CPU into logical
 devices or to join a TF_CONFIG cluster):
-    python distributed_worker.py MODE OUT_PATH [--jit-compile]
+    python distributed_worker.py MODE OUT_PATH [--jit-compile] [--accumulate=N]
 MODE is one_device, mirrored (two logical CPUs) or multi_worker (TF_CONFIG);
-`--jit-compile` compiles the model as the default training config does.
+`--jit-compile` compiles the model as the default training config does;
+`--accumulate=N` runs each batch as N micro-batches (one optimizer step).
 
     python distributed_worker.py shards DATA_DIR OUT_PATH
 joins a TF_CONFIG cluster and saves the source sentences (detokenized) its
@@ -54,7 +55,7 @@ def split_cpu(count=2):
     )
 
 
-def main(mode, out_path, jit_compile=False):
+def main(mode, out_path, jit_compile=False, accumulate=1):
     if mode == "mirrored":
         split_cpu()
     import keras
@@ -85,7 +86,9 @@ def main(mode, out_path, jit_compile=False):
             model, keras.optimizers.SGD(learning_rate=0.5), jit_compile=jit_compile
         )
     initial = {f"initial:{v.path}": np.asarray(v.numpy()) for v in model.weights}
-    xla = training.prepare_for_fit(model, strategy, next(iter(dataset)))
+    xla = training.prepare_for_fit(
+        model, strategy, next(iter(dataset)), accumulate_steps=accumulate
+    )
     history = model.fit(
         training.distribute_options(dataset, strategy),
         epochs=1,
@@ -140,4 +143,13 @@ if __name__ == "__main__":
         from keras_tfm.cli import main as keras_tfm
 
         sys.exit(keras_tfm(sys.argv[2:]))
-    main(sys.argv[1], sys.argv[2], jit_compile="--jit-compile" in sys.argv[3:])
+    options = sys.argv[3:]
+    accumulate = [
+        int(o.split("=")[1]) for o in options if o.startswith("--accumulate=")
+    ]
+    main(
+        sys.argv[1],
+        sys.argv[2],
+        jit_compile="--jit-compile" in options,
+        accumulate=accumulate[0] if accumulate else 1,
+    )

@@ -26,10 +26,12 @@ def child_env(env_extra=None):
     return env
 
 
-def run_worker(mode, out, jit_compile=False, env_extra=None):
+def run_worker(mode, out, jit_compile=False, env_extra=None, accumulate=1):
     args = [sys.executable, str(WORKER), mode, str(out)]
     if jit_compile:
         args.append("--jit-compile")
+    if accumulate > 1:
+        args.append(f"--accumulate={accumulate}")
     return subprocess.Popen(
         args,
         env=child_env(env_extra),
@@ -93,6 +95,16 @@ def test_mirrored_two_logical_cpus_matches_one_device(
     # XLA cannot compile the collectives: it compiles each replica's pass.
     assert str(result["xla"]) == ("replica" if jit_compile else "none")
     compare(one_device, result)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_mirrored_accumulation_matches_one_device(one_device, tmp_path, jit_compile):
+    """Two replicas, each running its half of every batch as two
+    micro-batches of unequal tokens: the same SGD updates as one device
+    running each whole batch at once."""
+    out = tmp_path / "accumulated.npz"
+    finish(run_worker("mirrored", out, jit_compile, accumulate=2))
+    compare(one_device, np.load(out))
 
 
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])

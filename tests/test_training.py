@@ -477,3 +477,151 @@ def test_multi30k_config_builds_the_reported_model_under_10m_parameters():
     assert len(embeddings) == 1
     assert [o.method for o in config.evaluation.methods()] == ["beam", "greedy"]
     assert config.training.time_limit_minutes < 45
+
+
+# ---------------------------------------------------------------- accumulation
+def accumulation_batch():
+    """8 rows: the first four 9 tokens long, the last four one token, so
+    that micro-batches hold very different token counts."""
+    rng = np.random.default_rng(4)
+    source = rng.integers(3, 20, (8, 9)).astype("int32")
+    labels = rng.integers(3, 20, (8, 9)).astype("int32")
+    labels[4:, 1:] = 0
+    source[4:, 2:] = 0
+    target = np.concatenate([np.full((8, 1), 1, "int32"), labels[:, :-1]], axis=1)
+    target[labels == 0] = 0
+    return {"source": source, "target": target}, labels
+
+
+def one_sgd_step(batch, accumulate_steps=1, policy="float32"):
+    """Initial and updated weights after one SGD step on `batch`."""
+    from keras_tfm import TransformerConfig, build_transformer
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        keras.utils.set_random_seed(11)
+        config = TransformerConfig.preset(
+            "tiny", src_vocab_size=20, tgt_vocab_size=20, dropout=0.0, max_length=16
+        )
+        model = build_transformer(config)
+        training.compile_model(model, keras.optimizers.SGD(learning_rate=1.0), 0.1)
+        strategy = tf.distribute.get_strategy()
+        training.prepare_for_fit(model, strategy, batch, accumulate_steps)
+        before = [np.array(w) for w in model.get_weights()]
+        history = model.fit(
+            tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0
+        ).history
+        after = [np.array(w) for w in model.get_weights()]
+        assert int(model.optimizer.iterations) == 1
+    finally:
+        keras.config.set_dtype_policy(previous)
+    update = np.concatenate([(a - b).ravel() for a, b in zip(after, before)])
+    return update, history["loss"][0]
+
+
+def rows(batch, part):
+    x, y = batch
+    return {k: v[part] for k, v in x.items()}, y[part]
+
+
+def test_accumulated_step_is_the_step_of_the_whole_batch():
+    """N micro-batches make one SGD step equal to the whole batch's (token
+    weighted), also for an uneven split (8 rows in 3), and not the mean of
+    the micro-batches' own steps."""
+    batch = accumulation_batch()
+    whole, loss = one_sgd_step(batch)
+    for n in (2, 3):
+        accumulated, accumulated_loss = one_sgd_step(batch, n)
+        np.testing.assert_allclose(accumulated, whole, atol=2e-6, err_msg=str(n))
+        np.testing.assert_allclose(accumulated_loss, loss, rtol=1e-6)
+    # Independent check: the two halves' steps, weighted by their tokens.
+    halves = [rows(batch, slice(0, 4)), rows(batch, slice(4, 8))]
+    tokens = np.array([(half[1] != 0).sum() for half in halves], np.float64)
+    assert tokens[0] > 5 * tokens[1]
+    steps = [one_sgd_step(half)[0] for half in halves]
+    weighted = (tokens[0] * steps[0] + tokens[1] * steps[1]) / tokens.sum()
+    np.testing.assert_allclose(whole, weighted, atol=2e-6)
+    mean_of_means = (steps[0] + steps[1]) / 2
+    assert np.abs(mean_of_means - whole).max() > 100 * 2e-6
+
+
+def test_accumulation_under_mixed_bfloat16():
+    batch = accumulation_batch()
+    whole, _ = one_sgd_step(batch, policy="mixed_bfloat16")
+    accumulated, _ = one_sgd_step(batch, 2, policy="mixed_bfloat16")
+    halves = [rows(batch, slice(0, 4)), rows(batch, slice(4, 8))]
+    steps = [one_sgd_step(half, policy="mixed_bfloat16")[0] for half in halves]
+    error = np.abs(accumulated - whole).max()
+    assert error < 0.02 * np.abs(whole).max()
+    assert np.abs((steps[0] + steps[1]) / 2 - whole).max() > 10 * error
+
+
+def test_accumulate_steps_must_be_a_positive_int():
+    model = small_model()
+    compiled(model)
+    with pytest.raises(ValueError, match="accumulate_steps must be an int >= 1"):
+        training.token_mean_steps(model, accumulate_steps=0)
+
+
+# ---------------------------------------------------------------- step scalars
+def step_events(directory):
+    """`{tag: {step: value}}` of the scalars in `directory`'s event files."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    values = {}
+    for path in sorted(Path(directory).glob("events.out.tfevents.*")):
+        accumulator = event_accumulator.EventAccumulator(
+            str(path), size_guidance={event_accumulator.TENSORS: 0}
+        ).Reload()
+        for tag in accumulator.Tags()["tensors"]:
+            for event in accumulator.Tensors(tag):
+                value = float(tf.make_ndarray(event.tensor_proto))
+                values.setdefault(tag, {})[event.step] = value
+    return values
+
+
+def test_step_scalars_match_an_independent_computation(tmp_path):
+    """Every 4 optimizer steps over 2 epochs of 6 batches: the token-mean
+    loss of the window (spanning the epoch boundary at step 8), the
+    schedule's learning rate and the step's gradient norm, recomputed with
+    a GradientTape on the (all but frozen) weights."""
+    x, y = copy_task(rows=48)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    model = small_model()
+    # A learning rate of ~1e-12: the weights, so the losses, stay put.
+    schedule = training.TransformerSchedule(16, warmup_steps=5, scale=1e-10)
+    training.compile_model(model, keras.optimizers.SGD(schedule), 0.1)
+    training.prepare_for_fit(model, tf.distribute.get_strategy(), next(iter(dataset)))
+    steps = callbacks.StepScalars(tmp_path / "steps", 4)
+    model.fit(dataset, epochs=2, verbose=0, callbacks=[steps])
+    loss = model.loss
+    sums, counts, norms = [], [], []
+    for batch_x, batch_y in dataset:
+        with tf.GradientTape() as tape:
+            token_losses = loss.token_losses(batch_y, model(batch_x))
+            total = float(tf.reduce_sum(token_losses))
+            count = float(np.sum(batch_y.numpy() != 0))
+            mean = tf.reduce_sum(token_losses) / count
+        gradients = tape.gradient(mean, model.trainable_variables)
+        sums.append(total)
+        counts.append(count)
+        norms.append(float(tf.linalg.global_norm(gradients)))
+    events = step_events(tmp_path / "steps")
+    assert sorted(events) == [
+        "gradient_norm", "learning_rate", "loss", "tokens_per_second"
+    ]  # fmt: skip
+    assert sorted(events["loss"]) == [4, 8, 12]
+    for step in (4, 8, 12):
+        batches = [(s - 1) % 6 for s in range(step - 3, step + 1)]
+        expected = sum(sums[b] for b in batches) / sum(counts[b] for b in batches)
+        np.testing.assert_allclose(events["loss"][step], expected, rtol=1e-5)
+        np.testing.assert_allclose(
+            events["gradient_norm"][step], norms[(step - 1) % 6], rtol=1e-4
+        )
+        np.testing.assert_allclose(
+            events["learning_rate"][step],
+            paper_lr(step, 16, 5, 1e-10),
+            rtol=1e-5,
+        )
+        assert events["tokens_per_second"][step] > 0
