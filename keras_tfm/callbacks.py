@@ -206,6 +206,43 @@ class SampleTranslations(keras.callbacks.Callback):
         self._writer.flush()
 
 
+class AttentionImages(keras.callbacks.Callback):
+    """Cross-attention maps of fixed sentences as TensorBoard images.
+
+    After each epoch, each sentence is translated greedily and every decoder
+    layer's cross-attention weights are drawn (heads side by side, labelled
+    with the subword pieces; `keras_tfm.attention_maps.draw_attention`) and
+    written as the image `attention/sentence_N/layer_L` at the epoch.
+    """
+
+    def __init__(self, src_tokenizer, tgt_tokenizer, sentences, log_dir):
+        super().__init__()
+        self.tokenizers = (src_tokenizer, tgt_tokenizer)
+        self.sentences, self.log_dir = list(sentences), str(log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_tfm.attention_maps import draw_attention, sentence_maps
+
+        writer = tf.summary.create_file_writer(self.log_dir)
+        with writer.as_default(step=epoch):
+            for number, sentence in enumerate(self.sentences, start=1):
+                weights, source, target, translation = sentence_maps(
+                    self.model, *self.tokenizers, sentence
+                )
+                for layer, layer_weights in enumerate(weights, start=1):
+                    png = draw_attention(
+                        layer_weights,
+                        source,
+                        target,
+                        title=f"{sentence} -> {translation} (layer {layer})",
+                    )
+                    tf.summary.image(
+                        f"attention/sentence_{number}/layer_{layer}",
+                        tf.image.decode_png(png, channels=3)[None],
+                    )
+        writer.close()
+
+
 def backup_epoch(backup_dir):
     """The number of finished epochs recorded by BackupAndRestore, or None."""
     path = os.path.join(backup_dir, "training_metadata.json")

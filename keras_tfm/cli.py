@@ -1,4 +1,4 @@
-"""`keras-tfm` command line: train, evaluate, export, translate."""
+"""`keras-tfm` command line: train, evaluate, export, translate, attention."""
 
 import argparse
 import os
@@ -30,6 +30,18 @@ def _train(args):
         strategy_name=args.strategy,
         export=not args.no_export,
     )
+    return 0
+
+
+def _attention(args):
+    from keras_tfm.finished_run import draw_run_attention
+
+    if not args.sentence.strip():
+        raise _UsageError("the sentence is empty: there is nothing to attend to")
+    out, translation = draw_run_attention(
+        args.run_dir, args.sentence, args.out, args.method, args.checkpoint
+    )
+    print(f"{translation}\t{out}")
     return 0
 
 
@@ -185,6 +197,21 @@ def build_parser():
         help="print the resolved config (defaults filled in) as TOML and exit",
     )
     train.set_defaults(handler=_train)
+
+    attention = commands.add_parser(
+        "attention",
+        help="draw a sentence's cross-attention maps (PNG) with a trained run",
+    )
+    attention.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a `keras-tfm train` run directory"
+    )
+    attention.add_argument("sentence", help="the source sentence")
+    attention.add_argument("--out", required=True, help="the PNG file to write")
+    attention.add_argument("--method", choices=DETERMINISTIC_METHODS, default="greedy")
+    attention.add_argument(
+        "--checkpoint", help="a .keras file to use instead of RUN_DIR/model.keras"
+    )
+    attention.set_defaults(handler=_attention)
 
     evaluate = commands.add_parser(
         "evaluate",

@@ -115,3 +115,26 @@ def export_ctranslate2_run(run_dir, output, quantization=None):
         )
     except ValueError as error:
         raise ExportError(f"cannot convert {run_dir}: {error}") from None
+
+
+def draw_run_attention(run_dir, sentence, out, method="greedy", checkpoint=None):
+    """Translates `sentence` with a finished run's model and writes its
+    cross-attention maps (a row per decoder layer, heads side by side) to
+    the PNG file `out`, atomically. Returns `(out, translation)`.
+
+    Raises:
+        RunDirectoryError: when the run cannot be loaded.
+        ValueError: for a sentence without pieces.
+    """
+    from keras_tfm.attention_maps import draw_attention, sentence_maps
+    from keras_tfm.files import write_atomic
+
+    run = RunDirectory(run_dir).load(model=checkpoint)
+    weights, source, target, translation = sentence_maps(
+        run.model, run.src_tokenizer, run.tgt_tokenizer, sentence, method=method
+    )
+    png = draw_attention(weights, source, target, title=f"{sentence} -> {translation}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, png)
+    return out, translation

@@ -306,7 +306,12 @@ class Fitted:
 
 def fit_model(run, model, corpus):
     """`model.fit` with checkpoints, TensorBoard, backup and the job's limits."""
-    from keras_tfm.callbacks import SampleTranslations, backup_epoch, make_callbacks
+    from keras_tfm.callbacks import (
+        AttentionImages,
+        SampleTranslations,
+        backup_epoch,
+        make_callbacks,
+    )
     from keras_tfm.evaluation import make_translator
     from keras_tfm.training import MaxSteps, optimizer_steps
 
@@ -325,6 +330,15 @@ def fit_model(run, model, corpus):
                 valid_src[:samples],
                 valid_tgt[:samples],
                 str(run.writes.logs),
+            )
+        )
+    pictures = config.evaluation.attention_images
+    if pictures and run.is_chief:
+        extra.append(
+            AttentionImages(
+                *corpus.tokenizers,
+                [s for s in corpus.valid[0] if s.strip()][:pictures],
+                run.writes.logs / "attention",
             )
         )
     minutes = settings.time_limit_minutes

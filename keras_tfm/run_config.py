@@ -299,7 +299,8 @@ class EvaluationConfig(_DecodingKeys):
     `max_length`) are `DecodingOptions`, with its defaults; `compare` lists
     more methods to score alongside; `tokenized_reference` (relative to the
     data directory) adds tokenized BLEU; `samples` sentences of the valid
-    split are translated into TensorBoard every epoch.
+    split are translated into TensorBoard every epoch, and the first
+    `attention_images` of them get cross-attention maps there (Images).
     """
 
     section = "evaluation"
@@ -307,6 +308,7 @@ class EvaluationConfig(_DecodingKeys):
     compare: tuple[str, ...] = ()
     batch_size: int = 64
     samples: int = 4
+    attention_images: int = 2
     tokenized_reference: str | None = None
 
     def __post_init__(self):
@@ -315,6 +317,7 @@ class EvaluationConfig(_DecodingKeys):
             check_choice("evaluation", "compare", method, DETERMINISTIC_METHODS)
         check_range("evaluation", "batch_size", self.batch_size, 1)
         check_range("evaluation", "samples", self.samples, 0)
+        check_range("evaluation", "attention_images", self.attention_images, 0)
 
     def methods(self):
         """`DecodingOptions` of the primary method, then of `compare`'s others."""

@@ -43,6 +43,17 @@ def run_cli(*args, timeout=240):
     )
 
 
+def run_cli_command(*args, timeout=240):
+    """`keras-tfm ARGS...` (any command) in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "keras_tfm.cli", *map(str, args)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def our_stderr_lines(stderr):
     return [
         line
@@ -534,6 +545,80 @@ def test_tensorboard_serves_the_logged_scalars_and_samples(
         assert "<th>source</th>" in html and "<th>translation</th>" in html
         for source, reference in zip(valid_src, valid_tgt):
             assert f"<td>{source}</td>\n<td>{reference}</td>" in html
+
+
+@pytest.mark.slow
+def test_run_writes_attention_images_and_step_scalars(tiny_run):
+    """Each epoch, one image per decoder layer for each of the first two
+    validation sentences; every 3 optimizer steps, the step scalars."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    run_dir, stdout = tiny_run
+    images = {}
+    for path in sorted((run_dir / "logs" / "attention").glob("events.*")):
+        accumulator = event_accumulator.EventAccumulator(
+            str(path), size_guidance={event_accumulator.TENSORS: 0}
+        ).Reload()
+        for tag in accumulator.Tags()["tensors"]:
+            for event in accumulator.Tensors(tag):
+                images.setdefault(tag, {})[event.step] = tf.make_ndarray(
+                    event.tensor_proto
+                )
+    # The tiny model has one decoder layer.
+    assert sorted(images) == [
+        "attention/sentence_1/layer_1",
+        "attention/sentence_2/layer_1",
+    ]
+    for by_epoch in images.values():
+        assert sorted(by_epoch) == [0, 1]
+        width, height, png = by_epoch[1]
+        picture = tf.image.decode_png(png).numpy()
+        assert picture.shape[:2] == (int(height), int(width))
+        assert picture.shape[0] > 100 and picture.shape[1] > 300
+        assert picture.std() > 10  # a drawing, not a blank
+    steps = {}
+    for tag in ("loss", "learning_rate", "tokens_per_second", "gradient_norm"):
+        steps[tag] = scalar_events(run_dir / "logs" / "steps", tag)
+    # The optimizer's counter after each step; Keras adds one more at the
+    # end of each epoch (the call that finds the data exhausted).
+    steps_per_epoch = parse_epochs(stdout)[1]["steps"]
+    counters = [
+        epoch * (steps_per_epoch + 1) + step
+        for epoch in range(2)
+        for step in range(1, steps_per_epoch + 1)
+    ]
+    assert counters[-1] + 1 == checkpoint_iterations(run_dir, 2)
+    expected = [counter for counter in counters if counter % 3 == 0]
+    assert len(expected) >= 4
+    for tag, values in steps.items():
+        assert sorted(values) == expected, tag
+    np.testing.assert_allclose(
+        [steps["learning_rate"][s] for s in expected], paper_lr(expected), rtol=1e-6
+    )
+    assert all(v > 0 for v in steps["gradient_norm"].values())
+    assert all(0 < v < 10 for v in steps["loss"].values())
+
+
+@pytest.mark.slow
+def test_cli_attention_draws_a_png(tiny_run, tmp_path):
+    from matplotlib import image
+
+    run_dir, _ = tiny_run
+    out = tmp_path / "pictures" / "attention.png"
+    result = run_cli_command("attention", run_dir, "vierundfünfzig", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    translation, path = result.stdout.strip().split("\t")
+    assert path == str(out) and translation
+    picture = image.imread(out)
+    assert picture.shape[0] > 100 and picture.std() > 0.05
+    assert [p.name for p in out.parent.iterdir()] == ["attention.png"]
+    empty = run_cli_command("attention", run_dir, "  ", "--out", tmp_path / "e.png")
+    assert empty.returncode == 2
+    assert empty.stderr.strip().endswith(
+        "the sentence is empty: there is nothing to attend to"
+    )
+    assert not (tmp_path / "e.png").exists()
 
 
 # ---------------------------------------------------------------- resume

@@ -38,10 +38,14 @@ class Decoder(Encoder):
             traffic, but shapes that change every step (TensorFlow graphs
             and eager execution, not XLA or `jax.jit`).
         training: enables dropout.
+        return_attention_scores: also return each layer's cross-attention
+            weights, a tuple of `(batch, num_heads, target_length,
+            source_length)` (not with caches).
 
     Returns:
         `(batch, target_length, d_model)`, or with caches
-        `(outputs, self_attention_cache, cross_attention_cache)`.
+        `(outputs, self_attention_cache, cross_attention_cache)`, or with
+        `return_attention_scores` `(outputs, cross_attention_weights)`.
 
     Masking: causal self-attention always; target padding in self-attention
     and source padding in cross-attention.
@@ -115,7 +119,10 @@ class Decoder(Encoder):
         cross_attention_cache=None,
         grow_self_attention_cache=False,
         training=None,
+        return_attention_scores=False,
     ):
+        if return_attention_scores and self_attention_cache is not None:
+            raise ValueError("return_attention_scores needs a call without caches")
         if decoder_sequence_mask is None:
             decoder_sequence_mask = getattr(decoder_sequence, "_keras_mask", None)
         if encoder_sequence_mask is None and encoder_sequence is not None:
@@ -151,9 +158,15 @@ class Decoder(Encoder):
                     decoder_sequence_mask=decoder_sequence_mask,
                     encoder_sequence_mask=encoder_sequence_mask,
                     training=training,
+                    return_attention_scores=return_attention_scores,
                 )
+                if return_attention_scores:
+                    x, weights = x
+                    new_cross_caches.append(weights)
         if self.final_norm is not None:
             x = self.final_norm(x)
+        if return_attention_scores:
+            return x, tuple(new_cross_caches)
         if not use_cache:
             return x
         if cross_attention_cache is None:

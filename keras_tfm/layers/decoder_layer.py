@@ -45,10 +45,14 @@ class DecoderLayer(EncoderLayer):
             the self-attention cache instead of writing them at
             `self_attention_cache_update_index` (see `MultiHeadAttention`).
         training: enables dropout.
+        return_attention_scores: also return the cross-attention weights
+            `(batch, num_heads, target_length, source_length)` (not with
+            caches).
 
     Returns:
         `(batch, target_length, d_model)`; with caches,
-        `(outputs, self_attention_cache, cross_attention_cache)`.
+        `(outputs, self_attention_cache, cross_attention_cache)`; with
+        `return_attention_scores`, `(outputs, cross_attention_weights)`.
 
     Masking: the causal mask is always applied to self-attention; target
     padding masks self-attention keys and source padding masks
@@ -116,7 +120,12 @@ class DecoderLayer(EncoderLayer):
         cross_attention_cache=None,
         grow_self_attention_cache=False,
         training=None,
+        return_attention_scores=False,
     ):
+        if return_attention_scores and (
+            self_attention_cache is not None or cross_attention_cache is not None
+        ):
+            raise ValueError("return_attention_scores needs a call without caches")
         if decoder_sequence_mask is None:
             decoder_sequence_mask = getattr(decoder_sequence, "_keras_mask", None)
         if encoder_sequence_mask is None and encoder_sequence is not None:
@@ -169,8 +178,11 @@ class DecoderLayer(EncoderLayer):
                 encoder_sequence,
                 query_mask=None if use_cache else decoder_sequence_mask,
                 value_mask=encoder_sequence_mask,
+                return_attention_scores=return_attention_scores,
                 training=training,
             )
+            if return_attention_scores:
+                attended, cross_weights = attended
         x = residual(
             x,
             attended,
@@ -192,6 +204,8 @@ class DecoderLayer(EncoderLayer):
         )
         if use_cache or cross_attention_cache is not None:
             return x, self_attention_cache, cross_attention_cache
+        if return_attention_scores:
+            return x, cross_weights
         return x
 
     def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):

@@ -1,0 +1,128 @@
+"""Cross-attention maps: where each output piece looks in the source.
+
+`cross_attention` reads each decoder layer's encoder-decoder attention
+weights for given source and target ids (teacher forcing). `sentence_maps`
+translates a sentence and returns the weights with the subword pieces on
+both sides; `draw_attention` draws them with matplotlib, one row per layer
+and the heads side by side, as `keras-tfm attention` and the training job's
+TensorBoard images show them.
+"""
+
+import io
+
+import numpy as np
+from keras import ops
+
+from keras_tfm.layers.token_embedding import PADDING_ID
+from keras_tfm.model import transformer_parts
+
+
+def cross_attention(model, source_ids, target_ids):
+    """Each decoder layer's cross-attention weights, as NumPy.
+
+    Args:
+        model: a `build_transformer` model.
+        source_ids: int `(batch, source_length)`, 0 = padding.
+        target_ids: int `(batch, target_length)`, the decoder input (start
+            id first), 0 = padding.
+
+    Returns:
+        float32 `(layers, batch, heads, target_length, source_length)`; each
+        row sums to 1 over the source positions that are not padding.
+    """
+    source_embedding, target_embedding, encoder, decoder, _ = transformer_parts(model)
+    source_ids = ops.convert_to_tensor(source_ids, "int32")
+    target_ids = ops.convert_to_tensor(target_ids, "int32")
+    source_mask = ops.not_equal(source_ids, PADDING_ID)
+    memory = encoder(source_embedding(source_ids), mask=source_mask, training=False)
+    _, weights = decoder(
+        target_embedding(target_ids),
+        memory,
+        decoder_sequence_mask=ops.not_equal(target_ids, PADDING_ID),
+        encoder_sequence_mask=source_mask,
+        return_attention_scores=True,
+        training=False,
+    )
+    return np.stack([ops.convert_to_numpy(ops.cast(w, "float32")) for w in weights])
+
+
+def sentence_maps(model, src_tokenizer, tgt_tokenizer, sentence, **generate_kwargs):
+    """Translates `sentence` and returns its cross-attention maps.
+
+    Returns:
+        `(weights (layers, heads, output_length, source_length), source
+        pieces, output pieces, translation)`: the source pieces end with the
+        end token; each output row is the step that produced that piece (the
+        end token included when produced).
+    """
+    import sentencepiece as spm
+
+    from keras_tfm.generation import generate
+
+    source_limit = model.get_layer("encoder").max_length
+    ids = src_tokenizer.tokenize_source([sentence], source_limit).to_list()[0]
+    if not ids:
+        raise ValueError("the sentence has no pieces to attend to")
+    source = np.array([ids], "int32")
+    generate_kwargs.setdefault("method", "greedy")
+    tokens, _ = generate(
+        model,
+        source,
+        start_id=tgt_tokenizer.start_id,
+        end_id=tgt_tokenizer.end_id,
+        **generate_kwargs,
+    )
+    output = [int(t) for t in ops.convert_to_numpy(tokens)[0] if t != PADDING_ID]
+    target = np.array([[tgt_tokenizer.start_id] + output[:-1]], "int32")
+    weights = cross_attention(model, source, target)[:, 0]
+    pieces = []
+    for tokenizer, sequence in ((src_tokenizer, ids), (tgt_tokenizer, output)):
+        processor = spm.SentencePieceProcessor(model_proto=tokenizer.model_proto)
+        pieces.append([processor.id_to_piece(int(i)) for i in sequence])
+    translation = tgt_tokenizer.detokenize(np.array([output], "int32"))
+    return weights, pieces[0], pieces[1], translation.numpy()[0].decode("utf-8")
+
+
+def draw_attention(weights, source_pieces, target_pieces, title=None):
+    """PNG bytes: one row of heatmaps per layer, heads side by side.
+
+    Args:
+        weights: `(layers, heads, target_length, source_length)`, or one
+            layer's `(heads, target_length, source_length)`.
+        source_pieces, target_pieces: the labels of the columns and rows.
+        title: drawn above the picture.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    weights = np.asarray(weights, np.float32)
+    if weights.ndim == 3:
+        weights = weights[None]
+    layers, heads, rows, columns = weights.shape
+    if (rows, columns) != (len(target_pieces), len(source_pieces)):
+        raise ValueError(
+            f"weights are {rows} x {columns} but there are {len(target_pieces)} "
+            f"target and {len(source_pieces)} source pieces"
+        )
+    cell = 0.28
+    width = heads * (1.2 + cell * columns)
+    height = layers * (1.2 + cell * rows) + (0.4 if title else 0)
+    figure, axes = pyplot.subplots(
+        layers, heads, figsize=(width, height), squeeze=False
+    )
+    for layer in range(layers):
+        for head in range(heads):
+            axis = axes[layer][head]
+            axis.imshow(weights[layer, head], cmap="viridis", vmin=0.0, vmax=1.0)
+            axis.set_xticks(range(columns), source_pieces, rotation=90, fontsize=7)
+            axis.set_yticks(range(rows), target_pieces, fontsize=7)
+            axis.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    pyplot.close(figure)
+    return buffer.getvalue()
