@@ -44,6 +44,7 @@ Example:
 >>> tokens, scores = generate(model, ids, append_source_end=True, n_best=4)
 """
 
+import inspect
 import weakref
 
 import keras
@@ -435,22 +436,13 @@ def make_generate_fn(model, **generate_kwargs):
     if kwargs.get("method") in ("sample", "sampling"):
         if kwargs.get("seed") is None:
             kwargs["seed"] = keras.random.SeedGenerator()
-    defaults = dict(
-        start_id=START_ID,
-        end_id=END_ID,
-        max_length=_DEFAULTS.max_length,
-        method=_DEFAULTS.method,
-        beam_size=_DEFAULTS.beam_size,
-        length_penalty=_DEFAULTS.length_penalty,
-        min_length=0,
-        n_best=None,
-        append_source_end=False,
-        temperature=1.0,
-        top_k=None,
-        top_p=None,
-        seed=None,
-        use_cache=True,
-    )
+    # `generate`'s own defaults, less the options of how it runs.
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(generate).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        and name not in ("jit_compile", "dynamic_shapes")
+    }
     kwargs = {**defaults, **kwargs}
     backend = keras.config.backend()
 
