@@ -17,7 +17,12 @@ from keras import ops
 
 from keras_tfm.layers.scaled_dot_product_attention import MASK_FILL_VALUE
 from keras_tfm.layers.token_embedding import PADDING_ID
-from keras_tfm.token_buffers import exclude_padding, start_buffer, write_column
+from keras_tfm.token_buffers import (
+    exclude_padding,
+    start_buffer,
+    write_column,
+    write_rows,
+)
 
 
 def length_penalty(length, alpha):
@@ -137,7 +142,7 @@ def beam_search(
         beams, state, rows = search.extend(t, beams, state)
         done = ops.logical_or(search.done(*beams), ops.greater_equal(t + 1, max_length))
         tokens, scores = search.best(t + 1, beams)
-        out_tokens, out_scores = _write_rows(
+        out_tokens, out_scores = write_rows(
             out_tokens, out_scores, ids, done, tokens, scores
         )
         kept = ops.cast(ops.nonzero(ops.logical_not(done))[0], "int32")
@@ -287,16 +292,3 @@ def _keep(keep, beams, state, ids, k):
     kept = ops.cast(ops.nonzero(keep)[0], "int32")
     beams = tuple(ops.take(b, kept, axis=0) for b in beams)
     return beams, _take_rows(state, _example_rows(kept, k)), ops.take(ids, kept, axis=0)
-
-
-def _write_rows(out_tokens, out_scores, ids, done, tokens, scores):
-    """Writes the results of the `done` examples at their `ids` rows."""
-    where = ops.cast(ops.nonzero(done)[0], "int32")
-    targets = ops.take(ids, where, axis=0)[:, None]
-    out_tokens = ops.scatter_update(
-        out_tokens, targets, ops.take(tokens, where, axis=0)
-    )
-    out_scores = ops.scatter_update(
-        out_scores, targets, ops.take(scores, where, axis=0)
-    )
-    return out_tokens, out_scores

@@ -219,12 +219,19 @@ class AttentionImages(keras.callbacks.Callback):
         super().__init__()
         self.tokenizers = (src_tokenizer, tgt_tokenizer)
         self.sentences, self.log_dir = list(sentences), str(log_dir)
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
 
     def on_epoch_end(self, epoch, logs=None):
         from keras_tfm.attention_maps import draw_attention, sentence_maps
 
-        writer = tf.summary.create_file_writer(self.log_dir)
-        with writer.as_default(step=epoch):
+        with self._writer.as_default(step=epoch):
             for number, sentence in enumerate(self.sentences, start=1):
                 weights, source, target, translation = sentence_maps(
                     self.model, *self.tokenizers, sentence
@@ -240,7 +247,7 @@ class AttentionImages(keras.callbacks.Callback):
                         f"attention/sentence_{number}/layer_{layer}",
                         tf.image.decode_png(png, channels=3)[None],
                     )
-        writer.close()
+        self._writer.flush()
 
 
 def backup_epoch(backup_dir):

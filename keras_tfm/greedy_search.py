@@ -15,6 +15,7 @@ from keras_tfm.token_buffers import (
     log_normalizer,
     start_buffer,
     write_column,
+    write_rows,
 )
 
 
@@ -126,13 +127,8 @@ def compacting_greedy_search(
         done = ops.logical_or(
             ops.equal(tokens, end_id), ops.greater_equal(t + 1, max_length)
         )
-        leaving = ops.cast(ops.nonzero(done)[0], "int32")
-        targets = ops.take(ids, leaving, axis=0)[:, None]
-        out_tokens = ops.scatter_update(
-            out_tokens, targets, ops.take(sequences, leaving, axis=0)
-        )
-        out_scores = ops.scatter_update(
-            out_scores, targets, ops.take(scores, leaving, axis=0)
+        out_tokens, out_scores = write_rows(
+            out_tokens, out_scores, ids, done, sequences, scores
         )
         staying = ops.cast(ops.nonzero(ops.logical_not(done))[0], "int32")
         sequences, scores, ids = (

@@ -76,3 +76,17 @@ def append_end(source_ids, end_id, max_length=None):
         ops.greater(lengths, 0)[:, None],
     )
     return ops.where(at_end, end_id, padded)
+
+
+def write_rows(out_tokens, out_scores, ids, done, tokens, scores):
+    """Writes the `tokens` and `scores` of the `done` rows at their `ids`
+    rows of the outputs (searches that drop finished rows from the batch)."""
+    where = ops.cast(ops.nonzero(done)[0], "int32")
+    targets = ops.take(ids, where, axis=0)[:, None]
+    out_tokens = ops.scatter_update(
+        out_tokens, targets, ops.take(tokens, where, axis=0)
+    )
+    out_scores = ops.scatter_update(
+        out_scores, targets, ops.take(scores, where, axis=0)
+    )
+    return out_tokens, out_scores
