@@ -110,6 +110,7 @@ def make_dataset(
     repeat: bool = False,
     drop_remainder: bool = False,
     shuffle_buffer: int | None = None,
+    sampling_alpha: float = 0.0,
 ) -> tf.data.Dataset:
     """Builds a training or evaluation pipeline for sentence pairs.
 
@@ -141,6 +142,9 @@ def make_dataset(
         repeat: repeat forever (reshuffled each time when `shuffle`).
         drop_remainder: drop incomplete batches.
         shuffle_buffer: shuffle buffer size; default: the whole dataset.
+        sampling_alpha: when > 0, each pass draws a new subword segmentation
+            of every sentence (`Tokenizer.sampler`; BPE-dropout for BPE
+            models), a regulariser for training data.
 
     Returns:
         A dataset of `({"source": (B, S), "target": (B, T)}, labels (B, T))`,
@@ -169,6 +173,7 @@ def make_dataset(
         seed=seed,
         repeat=repeat,
         drop_remainder=drop_remainder,
+        sampling_alpha=sampling_alpha,
     )
 
 
@@ -199,9 +204,15 @@ def _batched_pairs(
     repeat,
     drop_remainder,
     clean=False,
+    sampling_alpha=0.0,
 ):
     """Sentence pairs `text` tokenized, filtered, shuffled and batched."""
     _check_batching(batch_size, batch_tokens, max_length)
+    if sampling_alpha:
+        src_tokenize = src_tokenizer.sampler(sampling_alpha)
+        tgt_tokenize = tgt_tokenizer.sampler(sampling_alpha)
+    else:
+        src_tokenize, tgt_tokenize = src_tokenizer.tokenize, tgt_tokenizer.tokenize
     src_end = src_tokenizer.end_id
     tgt_start = tgt_tokenizer.start_id
     tgt_end = tgt_tokenizer.end_id
@@ -209,7 +220,7 @@ def _batched_pairs(
     def tokenize(src_text, tgt_text):
         if clean:  # lines straight from files, as `read_lines` cleans them
             src_text, tgt_text = _clean_lines(src_text), _clean_lines(tgt_text)
-        return src_tokenizer.tokenize(src_text), tgt_tokenizer.tokenize(tgt_text)
+        return src_tokenize(src_text), tgt_tokenize(tgt_text)
 
     def add_special_ids(x, y):
         source = tf.concat([x, [src_end]], axis=0)
@@ -400,6 +411,7 @@ def stream_dataset(
     drop_remainder: bool = False,
     num_shards: int = 1,
     shard_index: int = 0,
+    sampling_alpha: float = 0.0,
 ) -> tf.data.Dataset:
     """`make_dataset`'s batches, read from aligned files line by line.
 
@@ -461,4 +473,5 @@ def stream_dataset(
         repeat=repeat,
         drop_remainder=drop_remainder,
         clean=True,
+        sampling_alpha=sampling_alpha,
     )

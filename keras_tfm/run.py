@@ -289,6 +289,7 @@ def _datasets(run, corpus, max_length, resumed_epochs=0):
         repeat=settings.steps_per_epoch is not None,
         num_shards=num_shards,
         shard_index=shard_index,
+        sampling_alpha=run.config.tokenizer.sampling_alpha,
         **dict(common, **train_batching),
     )
     valid = make_dataset(*corpus.valid, *tokenizers, **common)

@@ -109,6 +109,12 @@ class TokenizerConfig:
     defaults to `src_vocab_size`. The models are learned from a seeded
     sample of at most `input_sentence_size` training sentences (per model),
     so that their cost does not grow with the corpus.
+
+    `sampling_alpha` > 0 turns on subword regularisation for the training
+    text: each epoch sees a freshly drawn segmentation of every sentence
+    (BPE-dropout with merge-skip probability `sampling_alpha` for BPE models,
+    sampling with smoothing `sampling_alpha` for unigram ones). Validation,
+    evaluation and the exported model always use the one best segmentation.
     """
 
     model_type: str = "bpe"
@@ -116,6 +122,7 @@ class TokenizerConfig:
     src_vocab_size: int = 8000
     tgt_vocab_size: int | None = None
     input_sentence_size: int = 2_000_000
+    sampling_alpha: float = 0.0
 
     def __post_init__(self):
         check_choice("tokenizer", "model_type", self.model_type, ("bpe", "unigram"))
@@ -125,6 +132,7 @@ class TokenizerConfig:
             # Four ids are reserved: padding, unknown, start and end.
             check_range("tokenizer", name, getattr(self, name), 5)
         check_range("tokenizer", "input_sentence_size", self.input_sentence_size, 1)
+        check_range("tokenizer", "sampling_alpha", self.sampling_alpha, 0.0, 1.0)
         if self.shared and self.tgt_vocab_size != self.src_vocab_size:
             raise FieldError(
                 "tokenizer",

@@ -8,6 +8,7 @@ Every model trained here reserves the same special ids: pad=0, unk=1,
 start (bos)=2 and end (eos)=3.
 """
 
+import copy
 import hashlib
 import io
 import itertools
@@ -218,6 +219,44 @@ class Tokenizer(tf.Module):
         if strings.shape.rank == 0:
             strings = tf.expand_dims(strings, 0)
         return self._sentencepiece.tokenize(strings)
+
+    def sampler(self, alpha: float, nbest_size: int = -1):
+        """A function that tokenizes like `tokenize`, but draws one of the
+        possible segmentations at random: subword regularisation for
+        training pipelines.
+
+        For a BPE model each merge is skipped with probability `alpha`
+        (BPE-dropout, Provilkov et al., 2020); for a unigram model
+        segmentations are drawn with probability proportional to their
+        likelihood to the power `alpha` among the `nbest_size` best (-1: all;
+        Kudo, 2018). The draws come from SentencePiece's own generator, which
+        TensorFlow's seeds do not reach, so sampled pipelines are not
+        repeatable run to run.
+
+        Args:
+            alpha: as above, in (0, 1).
+            nbest_size: candidates for unigram sampling; -1 or > 1.
+
+        Returns:
+            A function from strings (as for `tokenize`) to int32 ragged ids.
+        """
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        if nbest_size in (0, 1):
+            raise ValueError(f"nbest_size must be -1 or > 1, got {nbest_size}")
+        # A shallow copy shares the op's model resource; only the sampling
+        # arguments, passed to the op with each call, differ.
+        sampling = copy.copy(self._sentencepiece)
+        sampling.nbest_size = nbest_size
+        sampling.alpha = alpha
+
+        def tokenize(strings):
+            strings = tf.convert_to_tensor(strings, dtype=tf.string)
+            if strings.shape.rank == 0:
+                strings = tf.expand_dims(strings, 0)
+            return sampling.tokenize(strings)
+
+        return tokenize
 
     def tokenize_source(self, strings, max_length: int) -> tf.RaggedTensor:
         """Source ids as the model was trained on them: the subword ids and

@@ -408,3 +408,34 @@ def test_stream_shuffles_as_before_when_the_buffer_holds_the_corpus(task, tmp_pa
     )
     in_memory = make_dataset(sources, targets, src_tok, tgt_tok, **options)
     assert collect(streamed) == collect(in_memory)
+
+
+def test_subword_sampling_keeps_the_pairs_and_redraws_each_pass(task, tmp_path):
+    """With `sampling_alpha`, every pass holds every pair once, each side a
+    segmentation of its own sentence, and the segmentations change from pass
+    to pass; without it the ids are the best segmentation."""
+    _, sources, targets, src_tok, tgt_tok = task
+    src_sp = spm.SentencePieceProcessor(model_proto=src_tok.model_proto)
+    tgt_sp = spm.SentencePieceProcessor(model_proto=tgt_tok.model_proto)
+    src_path, tgt_path = tmp_path / "train.de", tmp_path / "train.en"
+    src_path.write_text("\n".join(sources) + "\n", "utf-8")
+    tgt_path.write_text("\n".join(targets) + "\n", "utf-8")
+    options = dict(batch_tokens=512, max_length=64, shuffle=True, seed=3)
+    sampled = stream_dataset(
+        [src_path], [tgt_path], src_tok, tgt_tok, sampling_alpha=0.3, **options
+    )
+    passes = []
+    for _ in range(2):
+        examples = collect(sampled)[0]
+        texts = []
+        for source, target, labels in examples:
+            assert source[-1] == END and labels[-1] == END
+            assert target == [START] + labels[:-1]
+            texts.append((src_sp.decode(source[:-1]), tgt_sp.decode(labels[:-1])))
+        assert sorted(texts) == sorted(zip(sources, targets))
+        passes.append(sorted(examples, key=lambda e: tgt_sp.decode(e[2][:-1])))
+    assert passes[0] != passes[1]
+    best = stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, **options)
+    for source, _, labels in collect(best)[0]:
+        assert source[:-1] == src_sp.encode(src_sp.decode(source[:-1]))
+        assert labels[:-1] == tgt_sp.encode(tgt_sp.decode(labels[:-1]))

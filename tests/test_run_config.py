@@ -133,6 +133,10 @@ MISTAKES = [
         "line 2: [tokenizer] src_vocab_size must be >= 5, got 4",
     ),
     (
+        "[tokenizer]\nsampling_alpha = 1.0",
+        "line 2: [tokenizer] sampling_alpha must be in [0.0, 1.0), got 1.0",
+    ),
+    (
         "[training]\nbatch_size = 8\nbatch_tokens = 4000",
         "line 3: [training] batch_tokens and batch_size are both set; set one",
     ),

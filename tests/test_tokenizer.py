@@ -241,3 +241,51 @@ def test_multi30k_round_trip(lang):
         assert out == " ".join(unicodedata.normalize("NFKC", line).split())
         checked += 1
     assert checked > 400
+
+
+@pytest.fixture(scope="module")
+def bpe_proto():
+    return train_sentencepiece(GERMAN + ENGLISH, vocab_size=200, model_type="bpe")
+
+
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_sampler_draws_valid_segmentations_like_sentencepiece(
+    model_type, proto, bpe_proto
+):
+    model = bpe_proto if model_type == "bpe" else proto
+    tokenizer = Tokenizer(model)
+    reference = spm.SentencePieceProcessor(model_proto=model)
+    alpha = 0.1 if model_type == "bpe" else 0.5
+    sample = tokenizer.sampler(alpha)
+    best = [reference.encode(s) for s in GERMAN]
+    draws = 50
+    ours, theirs = [], []
+    for _ in range(draws):
+        rows = sample(GERMAN).to_list()
+        for row, sentence in zip(rows, GERMAN):
+            # Every draw is a segmentation of the same text into known pieces.
+            assert reference.decode(row) == sentence
+            assert all(4 <= i < tokenizer.vocab_size for i in row)
+        ours.append([len(r) for r in rows])
+        theirs.append(
+            [
+                len(reference.encode(s, enable_sampling=True, alpha=alpha, nbest_size=-1))
+                for s in GERMAN
+            ]
+        )
+    ours, theirs = np.array(ours), np.array(theirs)
+    # Draws differ from the best segmentation, and their lengths follow
+    # SentencePiece's own sampler (mean pieces per sentence within 5%).
+    assert (ours != np.array([len(b) for b in best])).any()
+    np.testing.assert_allclose(ours.mean(), theirs.mean(), rtol=0.05)
+    if model_type == "bpe":  # skipping merges can only add pieces
+        assert (ours >= np.array([len(b) for b in best])).all()
+    # The deterministic path is untouched by the sampler sharing its model.
+    assert tokenizer.tokenize(GERMAN).to_list() == best
+
+
+def test_sampler_bad_arguments(tokenizer):
+    with pytest.raises(ValueError, match="alpha must be in"):
+        tokenizer.sampler(0.0)
+    with pytest.raises(ValueError, match="nbest_size must be"):
+        tokenizer.sampler(0.1, nbest_size=1)
