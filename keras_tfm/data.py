@@ -111,6 +111,7 @@ def make_dataset(
     drop_remainder: bool = False,
     shuffle_buffer: int | None = None,
     sampling_alpha: float = 0.0,
+    sampling_nbest_size: int = -1,
 ) -> tf.data.Dataset:
     """Builds a training or evaluation pipeline for sentence pairs.
 
@@ -142,9 +143,10 @@ def make_dataset(
         repeat: repeat forever (reshuffled each time when `shuffle`).
         drop_remainder: drop incomplete batches.
         shuffle_buffer: shuffle buffer size; default: the whole dataset.
-        sampling_alpha: when > 0, each pass draws a new subword segmentation
-            of every sentence (`Tokenizer.sampler`; BPE-dropout for BPE
-            models), a regulariser for training data.
+        sampling_alpha, sampling_nbest_size: when `sampling_alpha` > 0,
+            each pass draws a new subword segmentation of every sentence
+            (`Tokenizer.sampler`; BPE-dropout for BPE models), a regulariser
+            for training data.
 
     Returns:
         A dataset of `({"source": (B, S), "target": (B, T)}, labels (B, T))`,
@@ -174,6 +176,7 @@ def make_dataset(
         repeat=repeat,
         drop_remainder=drop_remainder,
         sampling_alpha=sampling_alpha,
+        sampling_nbest_size=sampling_nbest_size,
     )
 
 
@@ -205,12 +208,13 @@ def _batched_pairs(
     drop_remainder,
     clean=False,
     sampling_alpha=0.0,
+    sampling_nbest_size=-1,
 ):
     """Sentence pairs `text` tokenized, filtered, shuffled and batched."""
     _check_batching(batch_size, batch_tokens, max_length)
     if sampling_alpha:
-        src_tokenize = src_tokenizer.sampler(sampling_alpha)
-        tgt_tokenize = tgt_tokenizer.sampler(sampling_alpha)
+        src_tokenize = src_tokenizer.sampler(sampling_alpha, sampling_nbest_size)
+        tgt_tokenize = tgt_tokenizer.sampler(sampling_alpha, sampling_nbest_size)
     else:
         src_tokenize, tgt_tokenize = src_tokenizer.tokenize, tgt_tokenizer.tokenize
     src_end = src_tokenizer.end_id
@@ -412,6 +416,7 @@ def stream_dataset(
     num_shards: int = 1,
     shard_index: int = 0,
     sampling_alpha: float = 0.0,
+    sampling_nbest_size: int = -1,
 ) -> tf.data.Dataset:
     """`make_dataset`'s batches, read from aligned files line by line.
 
@@ -474,4 +479,5 @@ def stream_dataset(
         drop_remainder=drop_remainder,
         clean=True,
         sampling_alpha=sampling_alpha,
+        sampling_nbest_size=sampling_nbest_size,
     )

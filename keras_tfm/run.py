@@ -290,6 +290,7 @@ def _datasets(run, corpus, max_length, resumed_epochs=0):
         num_shards=num_shards,
         shard_index=shard_index,
         sampling_alpha=run.config.tokenizer.sampling_alpha,
+        sampling_nbest_size=run.config.tokenizer.sampling_nbest_size,
         **dict(common, **train_batching),
     )
     valid = make_dataset(*corpus.valid, *tokenizers, **common)

@@ -113,7 +113,8 @@ class TokenizerConfig:
     `sampling_alpha` > 0 turns on subword regularisation for the training
     text: each epoch sees a freshly drawn segmentation of every sentence
     (BPE-dropout with merge-skip probability `sampling_alpha` for BPE models,
-    sampling with smoothing `sampling_alpha` for unigram ones). Validation,
+    sampling with smoothing `sampling_alpha` among the `sampling_nbest_size`
+    best segmentations for unigram ones, -1 meaning all). Validation,
     evaluation and the exported model always use the one best segmentation.
     """
 
@@ -123,6 +124,7 @@ class TokenizerConfig:
     tgt_vocab_size: int | None = None
     input_sentence_size: int = 2_000_000
     sampling_alpha: float = 0.0
+    sampling_nbest_size: int = -1
 
     def __post_init__(self):
         check_choice("tokenizer", "model_type", self.model_type, ("bpe", "unigram"))
@@ -133,6 +135,12 @@ class TokenizerConfig:
             check_range("tokenizer", name, getattr(self, name), 5)
         check_range("tokenizer", "input_sentence_size", self.input_sentence_size, 1)
         check_range("tokenizer", "sampling_alpha", self.sampling_alpha, 0.0, 1.0)
+        if self.sampling_nbest_size not in (-1,) and self.sampling_nbest_size < 2:
+            raise FieldError(
+                "tokenizer",
+                "sampling_nbest_size",
+                f"must be -1 (all) or >= 2, got {self.sampling_nbest_size}",
+            )
         if self.shared and self.tgt_vocab_size != self.src_vocab_size:
             raise FieldError(
                 "tokenizer",

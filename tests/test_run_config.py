@@ -137,6 +137,10 @@ MISTAKES = [
         "line 2: [tokenizer] sampling_alpha must be in [0.0, 1.0), got 1.0",
     ),
     (
+        "[tokenizer]\nsampling_nbest_size = 1",
+        "line 2: [tokenizer] sampling_nbest_size must be -1 (all) or >= 2, got 1",
+    ),
+    (
         "[training]\nbatch_size = 8\nbatch_tokens = 4000",
         "line 3: [training] batch_tokens and batch_size are both set; set one",
     ),

@@ -248,15 +248,17 @@ def bpe_proto():
     return train_sentencepiece(GERMAN + ENGLISH, vocab_size=200, model_type="bpe")
 
 
-@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+@pytest.mark.parametrize(
+    "model_type,alpha,nbest_size",
+    [("bpe", 0.1, -1), ("unigram", 0.5, -1), ("unigram", 0.1, 64)],
+)
 def test_sampler_draws_valid_segmentations_like_sentencepiece(
-    model_type, proto, bpe_proto
+    model_type, alpha, nbest_size, proto, bpe_proto
 ):
     model = bpe_proto if model_type == "bpe" else proto
     tokenizer = Tokenizer(model)
     reference = spm.SentencePieceProcessor(model_proto=model)
-    alpha = 0.1 if model_type == "bpe" else 0.5
-    sample = tokenizer.sampler(alpha)
+    sample = tokenizer.sampler(alpha, nbest_size)
     best = [reference.encode(s) for s in GERMAN]
     draws = 50
     ours, theirs = [], []
@@ -269,7 +271,11 @@ def test_sampler_draws_valid_segmentations_like_sentencepiece(
         ours.append([len(r) for r in rows])
         theirs.append(
             [
-                len(reference.encode(s, enable_sampling=True, alpha=alpha, nbest_size=-1))
+                len(
+                    reference.encode(
+                        s, enable_sampling=True, alpha=alpha, nbest_size=nbest_size
+                    )
+                )
                 for s in GERMAN
             ]
         )
