@@ -138,7 +138,7 @@ def make_dataset(
             start/end token included.
         shuffle: shuffle pairs before batching, reshuffling every epoch. For
             a given `seed` the sequence of batches (over all epochs) is the
-            same on every run.
+            same on every run (unless `sampling_alpha` draws segmentations).
         seed: shuffle seed.
         repeat: repeat forever (reshuffled each time when `shuffle`).
         drop_remainder: drop incomplete batches.

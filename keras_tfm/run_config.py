@@ -47,6 +47,8 @@ __all__ = [
 
 DEFAULT_CONFIG = "numbers"
 _DECODING = DecodingOptions()
+# SentencePiece samples among at most this many segmentations.
+MAX_NBEST_SIZE = 512
 
 
 # ------------------------------------------------------------------ sections
@@ -111,11 +113,14 @@ class TokenizerConfig:
     so that their cost does not grow with the corpus.
 
     `sampling_alpha` > 0 turns on subword regularisation for the training
-    text: each epoch sees a freshly drawn segmentation of every sentence
+    text: each pass over it draws a fresh segmentation of every sentence
     (BPE-dropout with merge-skip probability `sampling_alpha` for BPE models,
     sampling with smoothing `sampling_alpha` among the `sampling_nbest_size`
     best segmentations for unigram ones, -1 meaning all). Validation,
     evaluation and the exported model always use the one best segmentation.
+    `sampling_alpha` is kept below 1 (for BPE, 1 would skip every merge);
+    pairs that sampling makes longer than `[model] max_length` are left out
+    of that pass.
     """
 
     model_type: str = "bpe"
@@ -135,11 +140,12 @@ class TokenizerConfig:
             check_range("tokenizer", name, getattr(self, name), 5)
         check_range("tokenizer", "input_sentence_size", self.input_sentence_size, 1)
         check_range("tokenizer", "sampling_alpha", self.sampling_alpha, 0.0, 1.0)
-        if self.sampling_nbest_size not in (-1,) and self.sampling_nbest_size < 2:
+        nbest = self.sampling_nbest_size
+        if nbest != -1 and not 2 <= nbest <= MAX_NBEST_SIZE:
             raise FieldError(
                 "tokenizer",
                 "sampling_nbest_size",
-                f"must be -1 (all) or >= 2, got {self.sampling_nbest_size}",
+                f"must be -1 (all) or in [2, {MAX_NBEST_SIZE}], got {nbest}",
             )
         if self.shared and self.tgt_vocab_size != self.src_vocab_size:
             raise FieldError(

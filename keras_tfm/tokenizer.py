@@ -8,7 +8,6 @@ Every model trained here reserves the same special ids: pad=0, unk=1,
 start (bos)=2 and end (eos)=3.
 """
 
-import copy
 import hashlib
 import io
 import itertools
@@ -22,6 +21,7 @@ from tensorflow_text.python.ops import sentencepiece_tokenizer as _tf_text_sp
 
 from keras_tfm.files import write_atomic
 from keras_tfm.layers.token_embedding import END_ID, PADDING_ID, START_ID, UNK_ID
+from keras_tfm.run_config import MAX_NBEST_SIZE
 
 _MODEL_TYPES = ("unigram", "bpe")
 
@@ -235,20 +235,27 @@ class Tokenizer(tf.Module):
 
         Args:
             alpha: as above, in (0, 1).
-            nbest_size: candidates for unigram sampling; -1 or > 1.
+            nbest_size: candidates for unigram sampling: -1 (all) or 2 to 512.
 
         Returns:
             A function from strings (as for `tokenize`) to int32 ragged ids.
         """
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-        if nbest_size in (0, 1):
-            raise ValueError(f"nbest_size must be -1 or > 1, got {nbest_size}")
-        # A shallow copy shares the op's model resource; only the sampling
-        # arguments, passed to the op with each call, differ.
-        sampling = copy.copy(self._sentencepiece)
-        sampling.nbest_size = nbest_size
-        sampling.alpha = alpha
+        if nbest_size != -1 and not 2 <= nbest_size <= MAX_NBEST_SIZE:
+            raise ValueError(
+                f"nbest_size must be -1 or in [2, {MAX_NBEST_SIZE}], got {nbest_size}"
+            )
+        # A second op wrapper on the same model resource, not kept on this
+        # module: only the sampling arguments, passed to the op with each
+        # call, differ, and nothing new is tracked or exported.
+        sampling = tf_text.SentencepieceTokenizer(
+            model=self._model_proto,
+            out_type=tf.int32,
+            nbest_size=nbest_size,
+            alpha=alpha,
+        )
+        sampling._model_resource = self._sentencepiece._model_resource
 
         def tokenize(strings):
             strings = tf.convert_to_tensor(strings, dtype=tf.string)

@@ -138,7 +138,13 @@ MISTAKES = [
     ),
     (
         "[tokenizer]\nsampling_nbest_size = 1",
-        "line 2: [tokenizer] sampling_nbest_size must be -1 (all) or >= 2, got 1",
+        "line 2: [tokenizer] sampling_nbest_size must be -1 (all) or in [2, 512], "
+        "got 1",
+    ),
+    (
+        "[tokenizer]\nsampling_nbest_size = 513",
+        "line 2: [tokenizer] sampling_nbest_size must be -1 (all) or in [2, 512], "
+        "got 513",
     ),
     (
         "[training]\nbatch_size = 8\nbatch_tokens = 4000",
