@@ -56,6 +56,7 @@ def _evaluate(args):
         args.run_dir,
         data_dir=args.data_dir,
         checkpoint=args.checkpoint,
+        split=args.split,
         overrides={
             "method": args.method,
             "compare": compare,
@@ -65,7 +66,8 @@ def _evaluate(args):
             "tokenized_reference": args.tokenized_reference,
         },
     )
-    for line in score_lines(metrics):
+    metrics = {"split": args.split, **metrics}
+    for line in score_lines(metrics, args.split):
         print(line, file=sys.stderr)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -215,12 +217,19 @@ def build_parser():
 
     evaluate = commands.add_parser(
         "evaluate",
-        help="score a trained run on its test set again (JSON metrics on stdout)",
+        help="score a trained run on its test set (or --split valid) again "
+        "(JSON metrics on stdout)",
     )
     evaluate.add_argument(
         "run_dir", metavar="RUN_DIR", help="a `keras-tfm train` run directory"
     )
     evaluate.add_argument("--data-dir", help="default: the run's data directory")
+    evaluate.add_argument(
+        "--split",
+        choices=["test", "valid"],
+        default="test",
+        help="valid: choose decoding settings without touching the test set",
+    )
     evaluate.add_argument(
         "--checkpoint",
         help="a .keras file to score instead of RUN_DIR/model.keras, e.g. "
@@ -237,8 +246,8 @@ def build_parser():
     evaluate.add_argument("--max-length", type=int, help="most target tokens")
     evaluate.add_argument(
         "--tokenized-reference",
-        help="lowercased Moses-tokenized test references, relative to the data "
-        "directory (adds tokenized BLEU)",
+        help="lowercased Moses-tokenized references of the scored split, relative to "
+        "the data directory (adds tokenized BLEU)",
     )
     evaluate.set_defaults(handler=_evaluate)
 

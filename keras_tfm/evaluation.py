@@ -50,12 +50,12 @@ def make_translator(model, src_tokenizer, tgt_tokenizer, decoding, batch_size=64
     return translate
 
 
-def read_tokenized_reference(evaluation, data_dir, expected_lines):
-    """The pre-tokenized test references `[evaluation]` names, or None."""
+def read_tokenized_reference(evaluation, data_dir, expected_lines, split="test"):
+    """The pre-tokenized references `[evaluation]` names, or None."""
     if not evaluation.tokenized_reference:
         return None
     path = Path(data_dir) / Path(evaluation.tokenized_reference).expanduser()
-    return read_reference(path, expected_lines)
+    return read_reference(path, expected_lines, split)
 
 
 def score_test_set(model, tokenizers, evaluation, lang, test, tokenized=None):
@@ -97,8 +97,9 @@ def score_test_set(model, tokenizers, evaluation, lang, test, tokenized=None):
     return metrics, primary_hypotheses
 
 
-def score_lines(metrics):
-    """One summary line per decoding method of `score_test_set`'s metrics."""
+def score_lines(metrics, split="test"):
+    """One summary line per decoding method of `score_test_set`'s metrics
+    (scored on `split`)."""
     by_method = metrics.get("by_method", {metrics["decoding"]: metrics})
     lines = []
     for method, scores in by_method.items():
@@ -109,5 +110,5 @@ def score_lines(metrics):
             f"exact match {scores['exact_match']:.4f} on "
             f"{scores['sentences']} sentences"
         )
-        lines.append(f"test ({method}): " + ", ".join(parts))
+        lines.append(f"{split} ({method}): " + ", ".join(parts))
     return lines

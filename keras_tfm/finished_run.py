@@ -14,8 +14,9 @@ def _flags(section, values):
     }
 
 
-def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None):
-    """Scores a finished run's model on its test set again.
+def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None, split="test"):
+    """Scores a finished run's model on its test set again (or on another
+    split, e.g. `valid` to choose decoding settings without the test set).
 
     Args:
         run_dir: a `keras-tfm train` run directory.
@@ -23,6 +24,9 @@ def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None):
         overrides: `{"key": value}` of `[evaluation]` keys (`method`,
             `compare`, `beam_size`, ...); None values are ignored.
         checkpoint: a `.keras` file to score instead of `model.keras`.
+        split: the files `split.{src,tgt}` scored. The run's
+            `tokenized_reference` belongs to its test set, so another split
+            gets tokenized BLEU only from an explicit `tokenized_reference`.
 
     Returns:
         The metrics `train` computes, without the training fields.
@@ -32,13 +36,18 @@ def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None):
     from keras_tfm.run import data_directory
 
     directory = RunDirectory(run_dir)
-    flags = _flags("evaluation", overrides or {})
+    overrides = dict(overrides or {})
+    if split != "test" and overrides.get("tokenized_reference") is None:
+        overrides["tokenized_reference"] = ""
+    flags = _flags("evaluation", overrides)
     flags["data.data_dir"] = ("--data-dir", None if data_dir is None else str(data_dir))
     run = directory.load(model=checkpoint, overrides=flags)
     config = run.config
     data_dir = data_directory(config, directory)
-    test = read_parallel(data_dir, "test", config.data.src, config.data.tgt)
-    tokenized = read_tokenized_reference(config.evaluation, data_dir, len(test[1]))
+    test = read_parallel(data_dir, split, config.data.src, config.data.tgt)
+    tokenized = read_tokenized_reference(
+        config.evaluation, data_dir, len(test[1]), split
+    )
     metrics, _ = score_test_set(
         run.model,
         (run.src_tokenizer, run.tgt_tokenizer),

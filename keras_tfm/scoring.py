@@ -30,7 +30,7 @@ def moses_tokenize(sentences, lang):
     ]
 
 
-def read_reference(path, expected_lines):
+def read_reference(path, expected_lines, split="test"):
     """The lines of a reference file; DataError if their count is wrong."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -41,7 +41,7 @@ def read_reference(path, expected_lines):
         raise DataError(f"{path}: not UTF-8 ({error.reason})") from None
     if len(lines) != expected_lines:
         raise DataError(
-            f"{path}: {len(lines)} lines, but the test set has {expected_lines}"
+            f"{path}: {len(lines)} lines, but the {split} set has {expected_lines}"
         )
     return lines
 

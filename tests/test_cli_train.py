@@ -387,6 +387,46 @@ def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_pat
     bleu = sacrebleu.corpus_bleu(translate(sources), [references]).score
     assert json.loads(result.stdout)["sacrebleu"] == pytest.approx(round(bleu, 2))
 
+    # --split valid scores the validation set (to choose decoding settings
+    # without the test set). A copy of the run whose config names tokenized
+    # test references: they stay out of the valid scores (both splits have
+    # 30 lines here, so nothing else would stop them).
+    import shutil
+
+    copy = tmp_path / "run_copy"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["evaluation"]["tokenized_reference"] = str(tokenized)
+    (copy / "config.json").write_text(json.dumps(config))
+    result = evaluate_cli(copy, "--split", "valid", "--checkpoint", last_epoch)
+    assert result.returncode == 0, result.stderr[-3000:]
+    valid = json.loads(result.stdout)
+    assert valid["split"] == "valid"
+    assert our_stderr_lines(result.stderr)[0].startswith("valid (greedy): ")
+    valid_sources = (copy / "data" / "valid.de").read_text("utf-8").splitlines()
+    valid_refs = (copy / "data" / "valid.en").read_text("utf-8").splitlines()
+    assert valid["sentences"] == len(valid_sources) and valid_sources != sources
+    assert "tokenized_bleu" not in valid
+    valid_hypotheses = translate(valid_sources)
+    bleu = sacrebleu.corpus_bleu(valid_hypotheses, [valid_refs]).score
+    assert valid["sacrebleu"] == pytest.approx(round(bleu, 2))
+    # With its own tokenized references, tokenized BLEU of the valid split.
+    valid_tokenized = tmp_path / "valid.tok.en"
+    valid_tokenized.write_text(
+        "\n".join(moses_tokenize(valid_refs, "en")) + "\n", "utf-8"
+    )
+    result = evaluate_cli(
+        copy, "--split", "valid", "--checkpoint", last_epoch,
+        "--tokenized-reference", valid_tokenized,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = reference_bleu(
+        moses_tokenize(valid_hypotheses, "en"), moses_tokenize(valid_refs, "en")
+    )
+    assert json.loads(result.stdout)["tokenized_bleu"] == pytest.approx(
+        expected, abs=0.005
+    )
+
 
 @pytest.mark.slow
 def test_evaluate_rejects_a_reference_of_the_wrong_length(tiny_run, tmp_path):
@@ -397,6 +437,13 @@ def test_evaluate_rejects_a_reference_of_the_wrong_length(tiny_run, tmp_path):
     assert result.returncode == 2
     assert our_stderr_lines(result.stderr) == [
         f"keras-tfm: error: {reference}: 1 lines, but the test set has 30"
+    ]
+    result = evaluate_cli(
+        run_dir, "--split", "valid", "--tokenized-reference", reference
+    )
+    assert result.returncode == 2
+    assert our_stderr_lines(result.stderr) == [
+        f"keras-tfm: error: {reference}: 1 lines, but the valid set has 30"
     ]
     result = evaluate_cli(tmp_path / "no_run")
     assert result.returncode == 2
