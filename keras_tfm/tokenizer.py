@@ -135,6 +135,15 @@ class _SharedSentencepieceModel(_tf_text_sp._SentencepieceModelResource):
             )
 
 
+def _string_batch(strings):
+    """A str, list of str or tf.string tensor as a string tensor; a scalar
+    becomes a batch of one."""
+    strings = tf.convert_to_tensor(strings, dtype=tf.string)
+    if strings.shape.rank == 0:
+        strings = tf.expand_dims(strings, 0)
+    return strings
+
+
 class Tokenizer(tf.Module):
     """A SentencePiece model applied with TensorFlow Text ops.
 
@@ -215,10 +224,7 @@ class Tokenizer(tf.Module):
             int32 `tf.RaggedTensor` of shape `strings.shape + (None,)`
             (`(1, None)` for a scalar).
         """
-        strings = tf.convert_to_tensor(strings, dtype=tf.string)
-        if strings.shape.rank == 0:
-            strings = tf.expand_dims(strings, 0)
-        return self._sentencepiece.tokenize(strings)
+        return self._sentencepiece.tokenize(_string_batch(strings))
 
     def sampler(self, alpha: float, nbest_size: int = -1):
         """A function that tokenizes like `tokenize`, but draws one of the
@@ -257,13 +263,7 @@ class Tokenizer(tf.Module):
         )
         sampling._model_resource = self._sentencepiece._model_resource
 
-        def tokenize(strings):
-            strings = tf.convert_to_tensor(strings, dtype=tf.string)
-            if strings.shape.rank == 0:
-                strings = tf.expand_dims(strings, 0)
-            return sampling.tokenize(strings)
-
-        return tokenize
+        return lambda strings: sampling.tokenize(_string_batch(strings))
 
     def tokenize_source(self, strings, max_length: int) -> tf.RaggedTensor:
         """Source ids as the model was trained on them: the subword ids and
