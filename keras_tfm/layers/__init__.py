@@ -4,6 +4,7 @@ from keras_tfm.layers.decoder import Decoder
 from keras_tfm.layers.decoder_layer import DecoderLayer
 from keras_tfm.layers.encoder import Encoder
 from keras_tfm.layers.encoder_layer import EncoderLayer
+from keras_tfm.layers.layer_normalization import LayerNormalization
 from keras_tfm.layers.multi_head_attention import MultiHeadAttention, causal_mask
 from keras_tfm.layers.output_logits import OutputLogits
 from keras_tfm.layers.positional_encoding import (
@@ -21,6 +22,7 @@ __all__ = [
     "DecoderLayer",
     "Encoder",
     "EncoderLayer",
+    "LayerNormalization",
     "MultiHeadAttention",
     "OutputLogits",
     "PositionalEncoding",

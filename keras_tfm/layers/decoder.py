@@ -4,6 +4,7 @@ import keras
 
 from keras_tfm.layers.decoder_layer import DecoderLayer
 from keras_tfm.layers.encoder import Encoder
+from keras_tfm.layers.layer_normalization import LayerNormalization
 from keras_tfm.layers.positional_encoding import PositionalEncoding
 
 
@@ -87,7 +88,7 @@ class Decoder(Encoder):
             self.decoder_layers.append(layer)
         self.final_norm = None
         if self.pre_norm:
-            self.final_norm = keras.layers.LayerNormalization(
+            self.final_norm = LayerNormalization(
                 epsilon=self.layer_norm_epsilon, dtype=policy, name="final_norm"
             )
             self.final_norm.build(decoder_sequence_shape)

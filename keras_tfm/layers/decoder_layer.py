@@ -3,6 +3,7 @@
 import keras
 
 from keras_tfm.layers.encoder_layer import EncoderLayer, residual
+from keras_tfm.layers.layer_normalization import LayerNormalization
 from keras_tfm.layers.multi_head_attention import MultiHeadAttention
 from keras_tfm.layers.positionwise_feed_forward import PositionwiseFeedForward
 
@@ -67,7 +68,7 @@ class DecoderLayer(EncoderLayer):
     """
 
     def _norm(self, name, shape):
-        norm = keras.layers.LayerNormalization(
+        norm = LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name
         )
         norm.build(shape)

@@ -3,6 +3,7 @@
 import keras
 
 from keras_tfm.layers.encoder_layer import EncoderLayer
+from keras_tfm.layers.layer_normalization import LayerNormalization
 from keras_tfm.layers.positional_encoding import PositionalEncoding
 
 
@@ -91,7 +92,7 @@ class Encoder(keras.layers.Layer):
             self.encoder_layers.append(layer)
         self.final_norm = None
         if self.pre_norm:
-            self.final_norm = keras.layers.LayerNormalization(
+            self.final_norm = LayerNormalization(
                 epsilon=self.layer_norm_epsilon, dtype=policy, name="final_norm"
             )
             self.final_norm.build(input_shape)

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_tfm.layers.layer_normalization import LayerNormalization
 from keras_tfm.layers.multi_head_attention import MultiHeadAttention
 from keras_tfm.layers.positionwise_feed_forward import PositionwiseFeedForward
 
@@ -79,7 +80,7 @@ class EncoderLayer(keras.layers.Layer):
             name="self_attention",
         )
         self.self_attention.build(input_shape, input_shape)
-        self.self_attention_norm = keras.layers.LayerNormalization(
+        self.self_attention_norm = LayerNormalization(
             epsilon=self.layer_norm_epsilon,
             dtype=policy,
             name="self_attention_norm",
@@ -95,7 +96,7 @@ class EncoderLayer(keras.layers.Layer):
             name="feed_forward",
         )
         self.feed_forward.build(input_shape)
-        self.feed_forward_norm = keras.layers.LayerNormalization(
+        self.feed_forward_norm = LayerNormalization(
             epsilon=self.layer_norm_epsilon,
             dtype=policy,
             name="feed_forward_norm",
