@@ -194,15 +194,16 @@ def readme_multi_worker_recipe():
 
 
 def test_readme_multi_worker_recipe_trains_the_default_task(tmp_path):
-    """The default task (XLA on, as its config asks), one epoch, two workers."""
+    """The default task (XLA on, as its config asks), two workers, 30 steps."""
     recipe = readme_multi_worker_recipe()
     ports = re.findall(r"127\.0\.0\.1:(\d+)", recipe)
     assert len(ports) == 2
     for old, new in zip(ports, free_ports(2)):
         recipe = recipe.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
-    # One epoch instead of twelve; everything else as written.
-    recipe = re.sub(r"(keras-tfm train [^&\n\\]*)", r"\1 --epochs 1", recipe)
-    assert recipe.count("--epochs 1") == 2
+    # 30 optimizer steps instead of twelve epochs (the compile and the
+    # all-reduce are the same); everything else as written.
+    recipe = re.sub(r"(keras-tfm train [^&\n\\]*)", r"\1 --max-steps 30", recipe)
+    assert recipe.count("--max-steps 30") == 2
     script = recipe + "\nfirst=$?\nwait $!\nsecond=$?\nexit $((first + second))\n"
     bin_dir = str(Path(sys.executable).parent)
     env = child_env({"PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")})
@@ -216,7 +217,8 @@ def test_readme_multi_worker_recipe_trains_the_default_task(tmp_path):
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert output.count("on 2 replica(s) for 1 epochs") == 2
+    assert output.count("on 2 replica(s) for 30 optimizer steps") == 2
+    assert output.count("training ended after 30 optimizer steps") == 2
     assert output.count("XLA compiles each replica's forward and backward pass") == 2
     run_dir = tmp_path / "runs" / "mw"
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -236,11 +238,11 @@ def test_readme_multi_worker_recipe_trains_the_default_task(tmp_path):
 
 def test_mirrored_cli_trains_the_default_task_with_xla(tmp_path):
     """`keras-tfm train --strategy mirrored` over two logical CPUs, default
-    config (XLA on), one epoch."""
+    config (XLA on), 30 optimizer steps."""
     run_dir = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, str(WORKER), "cli", "train", "--strategy", "mirrored",
-         "--epochs", "1", "--run-dir", str(run_dir), "--no-export"],
+         "--max-steps", "30", "--run-dir", str(run_dir), "--no-export"],
         env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -248,7 +250,8 @@ def test_mirrored_cli_trains_the_default_task_with_xla(tmp_path):
         cwd=tmp_path,
     )  # fmt: skip
     output = finish(process, timeout=900)
-    assert "on 2 replica(s) for 1 epochs" in output
+    assert "on 2 replica(s) for 30 optimizer steps" in output
+    assert "training ended after 30 optimizer steps" in output
     assert "XLA compiles each replica's forward and backward pass" in output
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and metrics["sentences"] == 500
