@@ -147,3 +147,20 @@ def test_config_round_trip():
     norm.set_weights([gamma, beta])
     assert_config_round_trip(norm, x)
     assert norm.get_config()["epsilon"] == 1e-5
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="JAX computes in float32 unless x64 is enabled",
+)
+def test_float64_is_computed_in_float64():
+    keras.config.set_dtype_policy("float64")
+    x, gamma, beta, _ = inputs(5)
+    norm = LayerNormalization(epsilon=1e-12)
+    norm.build(x.shape)
+    norm.set_weights([gamma.astype("float64"), beta.astype("float64")])
+    x = x.astype("float64")
+    got = to_numpy(norm(x))
+    assert got.dtype == np.float64
+    expected = numpy_layer_norm(x, gamma, beta, epsilon=1e-12)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)

@@ -7,8 +7,8 @@ from keras import ops
 def layer_norm_last_axis(x, gamma, beta, epsilon):
     """`(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last axis.
 
-    Computed in float32 whatever the input dtype (as Keras does for half
-    precision), returned in the input dtype. The gradient is written out:
+    Computed in at least float32 (as Keras does for half precision),
+    returned in the input dtype. The gradient is written out:
     with `x_hat` the normalised input, `g = dy * gamma` and `inv` the inverse
     standard deviation,
 
@@ -20,18 +20,22 @@ def layer_norm_last_axis(x, gamma, beta, epsilon):
     of the two dozen its autodiff of the forward pass produces.
     """
 
+    compute_dtype = keras.backend.result_type(x.dtype, "float32")
+
     @ops.custom_gradient
     def norm(x, gamma, beta):
-        xf = ops.cast(x, "float32")
+        xf = ops.cast(x, compute_dtype)
         centered = xf - ops.mean(xf, axis=-1, keepdims=True)
         inv = ops.rsqrt(
             ops.mean(ops.square(centered), axis=-1, keepdims=True) + epsilon
         )
         x_hat = centered * inv
-        y = ops.cast(x_hat * gamma + beta, x.dtype)
+        gamma = ops.cast(gamma, compute_dtype)
+        y = ops.cast(x_hat * gamma + ops.cast(beta, compute_dtype), x.dtype)
 
         def grad(*args, upstream=None):
-            dy = ops.cast(args[0] if upstream is None else upstream, "float32")
+            dy = args[0] if upstream is None else upstream
+            dy = ops.cast(dy, compute_dtype)
             batch_axes = tuple(range(len(x.shape) - 1))
             dy_x_hat = dy * x_hat
             g = dy * gamma
@@ -95,10 +99,10 @@ class LayerNormalization(keras.layers.LayerNormalization):
             return super().call(inputs)
         outputs = layer_norm_last_axis(
             inputs,
-            # Read as float32 tensors: the gradient is taken with respect to
-            # inputs, not variables.
-            ops.cast(self.gamma, "float32"),
-            ops.cast(self.beta, "float32"),
+            # Read as tensors (a cast to the variables' own dtype): the
+            # gradient is taken with respect to inputs, not variables.
+            ops.cast(self.gamma, self.gamma.dtype),
+            ops.cast(self.beta, self.beta.dtype),
             self.epsilon,
         )
         return ops.cast(outputs, self.compute_dtype)
