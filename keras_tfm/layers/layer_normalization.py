@@ -62,10 +62,10 @@ class LayerNormalization(keras.layers.LayerNormalization):
     the last axis with both `gamma` and `beta` runs `layer_norm_last_axis`,
     whose gradient is written out rather than derived op by op: a LayerNorm
     sits on the critical path of every sublayer, forward and backward, and
-    the derived gradient is two dozen small ops. Other backends compile the
-    derived gradient into a fused kernel (XLA), so they, and other settings
-    (other axes, `center=False`, `scale=False`), use Keras' own call. The
-    two paths are tested to agree.
+    the derived gradient is two dozen small ops. Other backends fuse
+    LayerNorm themselves (XLA on JAX, PyTorch's `layer_norm` kernel), so
+    they, and other settings (other axes, `center=False`, `scale=False`),
+    use Keras' own call. The two paths are tested to agree.
 
     Args:
         epsilon: added to the variance (the paper leaves it unstated;
