@@ -87,10 +87,8 @@ class LayerNormalization(keras.layers.LayerNormalization):
     """
 
     def call(self, inputs):
-        last_axis = self.axis in (-1, len(inputs.shape) - 1) or self.axis in (
-            [-1],
-            [len(inputs.shape) - 1],
-        )
+        # `build` made `axis` a sorted list.
+        last_axis = self.axis in ([-1], [len(inputs.shape) - 1])
         if (
             keras.backend.backend() != "tensorflow"
             or self.rms_scaling
