@@ -120,6 +120,24 @@ def test_layer_gradient_matches_keras_layer_autodiff(policy):
         np.testing.assert_allclose(ours, reference, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the hand-written gradient is the layer's TensorFlow path",
+)
+def test_tensorflow_graph_holds_the_written_gradient_only_on_the_last_axis():
+    import tensorflow as tf
+
+    def op_types(layer):
+        layer.build((None, 4, 8))
+        spec = tf.TensorSpec((None, 4, 8))
+        graph = tf.function(layer).get_concrete_function(spec).graph
+        return {op.type for op in graph.get_operations()}
+
+    # tf.custom_gradient marks its outputs with an IdentityN op.
+    assert "IdentityN" in op_types(LayerNormalization(epsilon=EPSILON))
+    assert "IdentityN" not in op_types(LayerNormalization(epsilon=EPSILON, axis=1))
+
+
 def test_other_settings_use_keras_call():
     x = inputs(3)[0]
     rng = np.random.default_rng(3)
