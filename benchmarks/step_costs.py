@@ -28,10 +28,13 @@ import statistics
 import time
 
 import keras
-import numpy as np
-import tensorflow as tf
 from keras import ops
-from train_throughput import CONFIGS, build_keras_hub, build_keras_tfm
+from train_throughput import (
+    CONFIGS,
+    build_keras_hub,
+    build_keras_tfm,
+    synthetic_dataset,
+)
 
 import keras_tfm.layers.decoder as decoder_module
 import keras_tfm.layers.decoder_layer as decoder_layer_module
@@ -133,16 +136,7 @@ def main():
     args = parser.parse_args()
     config = CONFIGS["small"]
     keras.config.set_dtype_policy("mixed_bfloat16")
-    rng = np.random.default_rng(0)
-    shape = (config["batch"], config["length"])
-    batch = (
-        {
-            "source": rng.integers(1, config["vocab"], shape),
-            "target": rng.integers(1, config["vocab"], shape),
-        },
-        rng.integers(1, config["vocab"], shape),
-    )
-    data = tf.data.Dataset.from_tensors(batch).repeat()
+    data = synthetic_dataset(config)
     models = {}
     for variant in args.variants:
         models[variant] = build(variant, config)

@@ -101,11 +101,26 @@ def build_keras_hub(c):
     return keras.Model({"source": source, "target": target}, logits)
 
 
+def synthetic_dataset(c):
+    """One fixed batch of random ids (no padding), repeated."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    shape = (c["batch"], c["length"])
+    batch = (
+        {
+            "source": rng.integers(1, c["vocab"], shape).astype("int32"),
+            "target": rng.integers(1, c["vocab"], shape).astype("int32"),
+        },
+        rng.integers(1, c["vocab"], shape).astype("int32"),
+    )
+    return tf.data.Dataset.from_tensors(batch).repeat()
+
+
 def worker(args):
     """One setting in this process; prints a JSON line."""
     import keras
-    import numpy as np
-    import tensorflow as tf
 
     c = CONFIGS[args.config]
     keras.config.set_dtype_policy(args.precision)
@@ -116,16 +131,7 @@ def worker(args):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=args.xla,
     )
-    rng = np.random.default_rng(0)
-    shape = (c["batch"], c["length"])
-    batch = (
-        {
-            "source": rng.integers(1, c["vocab"], shape).astype("int32"),
-            "target": rng.integers(1, c["vocab"], shape).astype("int32"),
-        },
-        rng.integers(1, c["vocab"], shape).astype("int32"),
-    )
-    dataset = tf.data.Dataset.from_tensors(batch).repeat()
+    dataset = synthetic_dataset(c)
     stamps = []
 
     class Stamp(keras.callbacks.Callback):
