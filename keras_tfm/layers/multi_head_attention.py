@@ -1,5 +1,7 @@
 """Multi-head attention with a key/value cache for incremental decoding."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -206,36 +208,44 @@ class MultiHeadAttention(keras.layers.Layer):
         The projections' kernels `(d_model, heads, key_dim)` are concatenated
         into one `(d_model, n * heads * key_dim)` matrix: one large matmul
         runs faster than several small ones, and the weights stay those of
-        the separate `query`/`key`/`value` layers. Returns one
-        `(batch, length, heads, key_dim)` tensor per projection.
+        the separate `query`/`key`/`value` layers. The query projection comes
+        out multiplied by `1 / sqrt(key_dim)` (its kernel and bias are scaled:
+        a product over the weights instead of one over every attention
+        score). Returns one `(batch, length, heads, key_dim)` tensor per
+        projection.
         """
         d_model = inputs.shape[-1]
         width = self.num_heads * self.key_dim
         batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
         shape = (batch, length, self.num_heads, self.key_dim)
+        scale = 1.0 / math.sqrt(self.key_dim)
+
+        def kernel(p):
+            k = ops.reshape(p.kernel, (d_model, width))
+            return k * ops.cast(scale, k.dtype) if p is self.query_dense else k
+
+        def bias(p):
+            b = ops.reshape(p.bias, (width,))
+            return b * ops.cast(scale, b.dtype) if p is self.query_dense else b
+
         if inputs.shape[1] == 1:
             # One decoding step: joining the kernels would copy them at every
             # step for one small product; project separately.
             flat = ops.reshape(inputs, (-1, d_model))
             outputs = []
             for p in projections:
-                out = ops.matmul(flat, ops.reshape(p.kernel, (d_model, width)))
+                out = ops.matmul(flat, kernel(p))
                 if self.use_bias:
-                    out = out + ops.reshape(p.bias, (width,))
+                    out = out + bias(p)
                 outputs.append(ops.reshape(out, shape))
             return outputs
-        kernel = ops.concatenate(
-            [ops.reshape(p.kernel, (d_model, width)) for p in projections], axis=-1
-        )
-        outputs = ops.matmul(ops.reshape(inputs, (-1, d_model)), kernel)
+        joined = ops.concatenate([kernel(p) for p in projections], axis=-1)
+        outputs = ops.matmul(ops.reshape(inputs, (-1, d_model)), joined)
         # The bias is added after the reshape: oneDNN's fused matmul + bias
         # kernel is slower on bfloat16 than the plain matmul and an add.
         outputs = ops.reshape(outputs, (batch, length, len(projections) * width))
         if self.use_bias:
-            bias = ops.concatenate(
-                [ops.reshape(p.bias, (width,)) for p in projections], 0
-            )
-            outputs = outputs + bias
+            outputs = outputs + ops.concatenate([bias(p) for p in projections], 0)
         # split (whose gradient is a concat), not slicing (whose gradient
         # scatters into zeros of the full size).
         parts = ops.split(outputs, len(projections), axis=-1)
@@ -334,6 +344,7 @@ class MultiHeadAttention(keras.layers.Layer):
             seed_generator=self.seed_generator,
             return_attention_scores=return_attention_scores,
             heads_first=cache is not None,
+            scale=1.0,  # applied by the query projection
         )
         if return_attention_scores:
             attended, scores = result

@@ -23,6 +23,7 @@ def scaled_dot_product_attention(
     return_attention_scores=False,
     use_fused=None,
     heads_first=False,
+    scale=None,
 ):
     """Scaled dot-product attention, equation (1) of the paper.
 
@@ -47,6 +48,10 @@ def scaled_dot_product_attention(
             d)` instead (the layout of `MultiHeadAttention`'s decoding
             caches: the products read them in place, with no transposed
             copy); `query` and the output keep theirs (rank 4 only).
+        scale: what the scores are multiplied by; None (default) is
+            `1 / sqrt(d_k)`. `MultiHeadAttention` folds `1 / sqrt(d_k)` into
+            its query projection and passes 1.0, which skips a product over
+            every score.
         use_fused: when nothing but the plain math is asked for (no weights
             returned, no active dropout), call `keras.ops.dot_product_attention`
             so backends can use their fused kernels. None (default) does so on
@@ -67,7 +72,7 @@ def scaled_dot_product_attention(
         # the queries and outputs (one position when decoding) move.
         return _attend(
             query, key, value, mask, dropout_rate, training, seed_generator,
-            return_attention_scores, heads_first=True,
+            return_attention_scores, scale, heads_first=True,
         )  # fmt: skip
     single_head = len(query.shape) == 3
     if single_head:
@@ -80,7 +85,8 @@ def scaled_dot_product_attention(
         mask = ops.cast(mask, "bool")
         while len(mask.shape) < 4:
             mask = ops.expand_dims(mask, 0)
-    scale = 1.0 / math.sqrt(query.shape[-1])
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
 
     dropout_active = bool(dropout_rate) and bool(training)
     if use_fused is None:
@@ -106,7 +112,7 @@ def scaled_dot_product_attention(
 
     result = _attend(
         query, key, value, mask, dropout_rate, training, seed_generator,
-        return_attention_scores,
+        return_attention_scores, scale,
     )  # fmt: skip
     outputs, weights = result if return_attention_scores else (result, None)
     if single_head:
@@ -118,9 +124,9 @@ def scaled_dot_product_attention(
 
 def _attend(
     query, key, value, mask, dropout_rate, training, seed_generator,
-    return_attention_scores, heads_first=False,
+    return_attention_scores, scale=None, heads_first=False,
 ):  # fmt: skip
-    """The explicit softmax(Q K^T / sqrt(d)) V on rank-4 inputs.
+    """The explicit softmax(scale * Q K^T) V on rank-4 inputs.
 
     `query` is `(batch, q, heads, d)`; `key` and `value` are `(batch, k,
     heads, d)`, or `(batch, heads, k, d)` with `heads_first`. Returns
@@ -130,7 +136,8 @@ def _attend(
         mask = ops.cast(mask, "bool")
         while len(mask.shape) < 4:
             mask = ops.expand_dims(mask, 0)
-    scale = 1.0 / math.sqrt(query.shape[-1])
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
     kv = "bhkd" if heads_first else "bkhd"
     one_query = heads_first and query.shape[1] == 1
     if one_query:
@@ -138,17 +145,22 @@ def _attend(
         # than batched matrix products of a single row.
         query_heads = ops.transpose(query, (0, 2, 1, 3))  # (b, h, 1, d)
         scores = ops.sum(query_heads * key, axis=-1)[:, :, None, :]
-        scores = scores * ops.cast(scale, query.dtype)
     else:
         scores = ops.einsum(f"bqhd,{kv}->bhqk", query, key)
+    if scale != 1.0:
         scores = scores * ops.cast(scale, query.dtype)
     scores = ops.cast(scores, "float32")
     if mask is not None:
-        scores = ops.where(mask, scores, MASK_FILL_VALUE)
-    # exp and normalise rather than ops.softmax: the same math, without
-    # Keras' warning about a softmax over one key (the first decoding step).
-    weights = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True))
-    weights = weights / ops.sum(weights, axis=-1, keepdims=True)
+        # Added rather than selected: the bias has the mask's (broadcast)
+        # shape, and the gradient passes through an addition unchanged.
+        bias = ops.where(mask, 0.0, MASK_FILL_VALUE)
+        scores = scores + bias
+    if scores.shape[-1] == 1:
+        # One key (the first decoding step): the weight is 1. Keras warns
+        # about a softmax over an axis of size 1.
+        weights = ops.ones_like(scores)
+    else:
+        weights = ops.softmax(scores, axis=-1)
     if mask is not None:
         row_valid = ops.any(mask, axis=-1, keepdims=True)
         weights = weights * ops.cast(row_valid, weights.dtype)
