@@ -12,6 +12,11 @@ joins a TF_CONFIG cluster and saves the source sentences (detokenized) its
 share of the streamed training text `DATA_DIR/train*.{de,en}` delivers in
 one epoch, through the distributed dataset as `model.fit` iterates it.
 
+    python distributed_worker.py adam OUT_PATH
+applies fixed gradients with `keras_tfm.training.Adam` under MirroredStrategy
+over two logical CPUs (each replica holding a different share of every
+gradient) and saves the variables after each step.
+
     python distributed_worker.py cli ARGS...
 runs `keras-tfm ARGS...` in a process whose CPU is split into two logical
 devices (what `--strategy mirrored` spreads over on a machine without GPUs).
@@ -107,6 +112,76 @@ def main(mode, out_path, jit_compile=False, accumulate=1):
     )
 
 
+def adam_steps(repeated_rows=True):
+    """Fixed gradients for `adam`: a kernel, a bias and embedding rows (some
+    rows twice in a step, as repeated tokens give, unless not
+    `repeated_rows`)."""
+    rng = np.random.default_rng(3)
+    rows = [[4, 1, 4, 0], [2, 1, 5, 1], [0, 4, 2, 2], [5, 1, 4, 0]]
+    if not repeated_rows:
+        rows = [[4, 1, 3, 0], [2, 1, 5, 3], [0, 4, 2, 1], [5, 1, 4, 0]]
+    return [
+        {
+            "kernel": rng.normal(size=(5, 3)).astype("float32"),
+            "bias": rng.normal(size=(3,)).astype("float32") * 1e-3,
+            "rows": np.array(r, "int32"),
+            "row_grads": rng.normal(size=(4, 2)).astype("float32"),
+        }
+        for r in rows
+    ]
+
+
+def adam_initial():
+    """The starting weights for `adam_steps`."""
+    rng = np.random.default_rng(4)
+    return {
+        "kernel": rng.normal(size=(5, 3)).astype("float32"),
+        "bias": np.zeros(3, "float32"),
+        "embedding": rng.normal(size=(7, 2)).astype("float32"),
+    }
+
+
+def adam(out_path):
+    split_cpu()
+    import keras
+
+    from keras_tfm import training
+
+    strategy = training.make_strategy("mirrored")
+    initial = adam_initial()
+    with strategy.scope():
+        variables = [keras.Variable(initial[n], name=n) for n in initial]
+        optimizer = training.Adam(
+            training.TransformerSchedule(8, warmup_steps=3), beta_2=0.98, epsilon=1e-9
+        )
+        optimizer.build(variables)
+
+    @tf.function
+    def step(kernel, bias, rows, row_grads):
+        def replica_fn():
+            # Replica 0 holds a quarter of every gradient, replica 1 the rest:
+            # the update needs their sum.
+            share = tf.where(
+                tf.distribute.get_replica_context().replica_id_in_sync_group == 0,
+                0.25,
+                0.75,
+            )
+            embedding_grad = tf.IndexedSlices(
+                share * row_grads, rows, tf.constant([7, 2])
+            )
+            optimizer.apply([share * kernel, share * bias, embedding_grad], variables)
+
+        strategy.run(replica_fn)
+
+    results = {}
+    for index, grads in enumerate(adam_steps()):
+        step(**grads)
+        for v in variables:
+            results[f"{v.name}:{index}"] = np.asarray(v.numpy())
+    results["replicas"] = strategy.num_replicas_in_sync
+    np.savez(out_path, **results)
+
+
 def shards(data_dir, out_path):
     from keras_tfm import training
     from keras_tfm.data import iterate_lines, split_files, stream_dataset
@@ -137,6 +212,9 @@ def shards(data_dir, out_path):
 if __name__ == "__main__":
     if sys.argv[1] == "shards":
         shards(sys.argv[2], sys.argv[3])
+        sys.exit(0)
+    if sys.argv[1] == "adam":
+        adam(sys.argv[2])
         sys.exit(0)
     if sys.argv[1] == "cli":
         split_cpu()

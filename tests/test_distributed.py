@@ -107,6 +107,31 @@ def test_mirrored_accumulation_matches_one_device(one_device, tmp_path, jit_comp
     compare(one_device, np.load(out))
 
 
+def test_mirrored_adam_matches_numpy(tmp_path):
+    """keras_tfm's fused Adam under MirroredStrategy (two logical CPUs, each
+    holding a different share of every gradient, embedding rows as
+    IndexedSlices) makes the updates of float64 Adam on the summed gradient."""
+    from distributed_worker import adam_initial, adam_steps
+    from test_training import numpy_adam, paper_lr
+
+    out = tmp_path / "adam.npz"
+    finish(subprocess.Popen(
+        [sys.executable, str(WORKER), "adam", str(out)], env=child_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ))  # fmt: skip
+    result = np.load(out)
+    assert int(result["replicas"]) == 2
+    initial, steps = adam_initial(), adam_steps()
+    expected = numpy_adam(initial, steps, paper_lr(np.arange(len(steps)), 8, 3))
+    for t in range(len(steps)):
+        for name in initial:
+            np.testing.assert_allclose(
+                result[f"{name}:{t}"] - initial[name],
+                expected[t][name] - initial[name],
+                rtol=1e-5, atol=1e-7, err_msg=f"{name} after step {t + 1}",
+            )  # fmt: skip
+
+
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
 def test_multi_worker_processes_match_each_other_and_one_device(
     one_device, tmp_path, jit_compile
