@@ -2,6 +2,7 @@
 
 from keras_tfm.layers.decoder import Decoder
 from keras_tfm.layers.decoder_layer import DecoderLayer
+from keras_tfm.layers.dropout import Dropout
 from keras_tfm.layers.encoder import Encoder
 from keras_tfm.layers.encoder_layer import EncoderLayer
 from keras_tfm.layers.layer_normalization import LayerNormalization
@@ -20,6 +21,7 @@ from keras_tfm.layers.token_embedding import TokenEmbedding
 __all__ = [
     "Decoder",
     "DecoderLayer",
+    "Dropout",
     "Encoder",
     "EncoderLayer",
     "LayerNormalization",

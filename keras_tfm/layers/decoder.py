@@ -3,6 +3,7 @@
 import keras
 
 from keras_tfm.layers.decoder_layer import DecoderLayer
+from keras_tfm.layers.dropout import Dropout
 from keras_tfm.layers.encoder import Encoder
 from keras_tfm.layers.layer_normalization import LayerNormalization
 from keras_tfm.layers.positional_encoding import PositionalEncoding
@@ -68,7 +69,7 @@ class Decoder(Encoder):
         self.positional_encoding = PositionalEncoding(
             self.max_length, dtype=policy, name="positional_encoding"
         )
-        self.embedding_dropout = keras.layers.Dropout(
+        self.embedding_dropout = Dropout(
             self.dropout, dtype=policy, name="embedding_dropout"
         )
         self.decoder_layers = []

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_tfm.layers.dropout import Dropout
 from keras_tfm.layers.encoder_layer import EncoderLayer, residual
 from keras_tfm.layers.layer_normalization import LayerNormalization
 from keras_tfm.layers.multi_head_attention import MultiHeadAttention
@@ -75,7 +76,7 @@ class DecoderLayer(EncoderLayer):
         return norm
 
     def _dropout(self, name):
-        return keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=name)
+        return Dropout(self.dropout, dtype=self.dtype_policy, name=name)
 
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
         shape = decoder_sequence_shape

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_tfm.layers.dropout import Dropout
 from keras_tfm.layers.encoder_layer import EncoderLayer
 from keras_tfm.layers.layer_normalization import LayerNormalization
 from keras_tfm.layers.positional_encoding import PositionalEncoding
@@ -72,7 +73,7 @@ class Encoder(keras.layers.Layer):
         self.positional_encoding = PositionalEncoding(
             self.max_length, dtype=policy, name="positional_encoding"
         )
-        self.embedding_dropout = keras.layers.Dropout(
+        self.embedding_dropout = Dropout(
             self.dropout, dtype=policy, name="embedding_dropout"
         )
         self.encoder_layers = []

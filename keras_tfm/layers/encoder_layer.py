@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_tfm.layers.dropout import Dropout
 from keras_tfm.layers.layer_normalization import LayerNormalization
 from keras_tfm.layers.multi_head_attention import MultiHeadAttention
 from keras_tfm.layers.positionwise_feed_forward import PositionwiseFeedForward
@@ -86,7 +87,7 @@ class EncoderLayer(keras.layers.Layer):
             name="self_attention_norm",
         )
         self.self_attention_norm.build(input_shape)
-        self.self_attention_dropout = keras.layers.Dropout(
+        self.self_attention_dropout = Dropout(
             self.dropout, dtype=policy, name="self_attention_dropout"
         )
         self.feed_forward = PositionwiseFeedForward(
@@ -102,7 +103,7 @@ class EncoderLayer(keras.layers.Layer):
             name="feed_forward_norm",
         )
         self.feed_forward_norm.build(input_shape)
-        self.feed_forward_dropout = keras.layers.Dropout(
+        self.feed_forward_dropout = Dropout(
             self.dropout, dtype=policy, name="feed_forward_dropout"
         )
         self.built = True

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_tfm.layers.dropout import Dropout
+
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
 class PositionwiseFeedForward(keras.layers.Layer):
@@ -60,7 +62,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
             self.d_ff, activation=self.activation, name="inner_dense", **common
         )
         self.inner_dense.build(input_shape)
-        self.inner_dropout = keras.layers.Dropout(
+        self.inner_dropout = Dropout(
             self.dropout, dtype=self.dtype_policy, name="inner_dropout"
         )
         self.output_dense = keras.layers.Dense(d_model, name="output_dense", **common)
