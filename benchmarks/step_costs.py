@@ -7,12 +7,19 @@ A variant's cost is its step time against `keras_tfm` (as shipped):
 
 - `keras_layer_norm`: Keras' `LayerNormalization` (autodiff gradient) instead
   of keras_tfm's (hand-written gradient);
+- `keras_dropout`: Keras' `Dropout` (bfloat16 draws, a select forward and
+  backward) instead of keras_tfm's (float32 draws, a mask product);
 - `dropout_16bit`: dropout masks from 16-bit draws, two per 32-bit random
-  number, instead of Keras' one float per element (not adopted: see
-  RESULTS.md);
+  number (not adopted: see RESULTS.md);
+- `keras_adam`: `keras.optimizers.Adam` instead of `keras_tfm.training.Adam`
+  (one fused kernel per variable);
+- `explicit_softmax`: the attention as keras_tfm computed it until
+  2026-11-30: the scores scaled, masked with a select, normalised with
+  exp / max / sum / divide, all differentiated;
 - `no_dropout`: every dropout rate 0, the cost of dropout;
 - `sgd`: plain SGD instead of Adam, the cost of Adam's update;
-- `keras_hub`: the keras-hub model of `train_throughput.py`.
+- `keras_hub`: the keras-hub model of `train_throughput.py` (with Keras'
+  Adam).
 
     python benchmarks/step_costs.py --rounds 6
     python benchmarks/step_costs.py --variants keras_tfm keras_layer_norm
@@ -40,14 +47,28 @@ import keras_tfm.layers.decoder as decoder_module
 import keras_tfm.layers.decoder_layer as decoder_layer_module
 import keras_tfm.layers.encoder as encoder_module
 import keras_tfm.layers.encoder_layer as encoder_layer_module
+import keras_tfm.layers.multi_head_attention as attention_module
+import keras_tfm.layers.positionwise_feed_forward as feed_forward_module
+from keras_tfm.layers.scaled_dot_product_attention import MASK_FILL_VALUE
+from keras_tfm.training import Adam
 
 VARIANTS = (
     "keras_tfm",
     "keras_layer_norm",
+    "keras_dropout",
     "dropout_16bit",
+    "keras_adam",
+    "explicit_softmax",
     "no_dropout",
     "sgd",
     "keras_hub",
+)
+DROPOUT_MODULES = (
+    encoder_layer_module,
+    decoder_layer_module,
+    encoder_module,
+    decoder_module,
+    feed_forward_module,
 )
 
 
@@ -67,6 +88,22 @@ class Dropout16Bit(keras.layers.Dropout):
         return inputs * keep * ops.cast(65536 / (65536 - threshold), inputs.dtype)
 
 
+def explicit_softmax_attention(query, key, value, mask=None, **options):
+    """keras_tfm's attention before 2026-11-30, op for op (training path)."""
+    scale = options.get("scale", 1.0)  # the same product as before
+    scores = ops.einsum("bqhd,bkhd->bhqk", query, key)
+    scores = ops.cast(scores * ops.cast(scale, query.dtype), "float32")
+    if mask is not None:
+        scores = ops.where(mask, scores, MASK_FILL_VALUE)
+    weights = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True))
+    weights = weights / ops.sum(weights, axis=-1, keepdims=True)
+    if mask is not None:
+        row_valid = ops.any(mask, axis=-1, keepdims=True)
+        weights = weights * ops.cast(row_valid, weights.dtype)
+    weights = ops.cast(weights, query.dtype)
+    return ops.einsum("bhqk,bkhd->bqhd", weights, value)
+
+
 @contextlib.contextmanager
 def swapped(variant):
     """Swaps in the variant's layer classes while its model is built."""
@@ -77,18 +114,28 @@ def swapped(variant):
         decoder_module,
     )
     norms = [module.LayerNormalization for module in modules]
-    dropout = keras.layers.Dropout
+    dropouts = [module.Dropout for module in DROPOUT_MODULES]
+    attention = attention_module.scaled_dot_product_attention
     try:
         if variant == "keras_layer_norm":
             for module in modules:
                 module.LayerNormalization = keras.layers.LayerNormalization
-        if variant == "dropout_16bit":
-            keras.layers.Dropout = Dropout16Bit
+        if variant in ("keras_dropout", "dropout_16bit"):
+            replacement = {
+                "keras_dropout": keras.layers.Dropout,
+                "dropout_16bit": Dropout16Bit,
+            }[variant]
+            for module in DROPOUT_MODULES:
+                module.Dropout = replacement
+        if variant == "explicit_softmax":
+            attention_module.scaled_dot_product_attention = explicit_softmax_attention
         yield
     finally:
         for module, norm in zip(modules, norms):
             module.LayerNormalization = norm
-        keras.layers.Dropout = dropout
+        for module, dropout in zip(DROPOUT_MODULES, dropouts):
+            module.Dropout = dropout
+        attention_module.scaled_dot_product_attention = attention
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -104,26 +151,37 @@ class StepTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def build(variant, config):
+def build(variant, config, data):
+    """The variant's compiled model, its training step traced (warm-up)."""
     keras.utils.set_random_seed(0)
     with swapped(variant):
-        if variant == "keras_hub":
-            model = build_keras_hub(config)
-        else:
-            model = build_keras_tfm(config)
+        model = (
+            build_keras_hub(config)
+            if variant == "keras_hub"
+            else build_keras_tfm(config)
+        )
+        compile_for(variant, model)
+        # Traced here, while the variant's functions are swapped in.
+        model.fit(data, steps_per_epoch=5, epochs=1, verbose=0)
+    return model
+
+
+def compile_for(variant, model):
     if variant == "no_dropout":
         for layer in model._flatten_layers():
             if isinstance(layer, keras.layers.Dropout):
                 layer.rate = 0.0
-    optimizer = (
-        keras.optimizers.SGD(1e-4) if variant == "sgd" else keras.optimizers.Adam(1e-4)
-    )
+    if variant == "sgd":
+        optimizer = keras.optimizers.SGD(1e-4)
+    elif variant in ("keras_adam", "keras_hub"):
+        optimizer = keras.optimizers.Adam(1e-4)
+    else:
+        optimizer = Adam(1e-4)
     model.compile(
         optimizer,
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=False,
     )
-    return model
 
 
 def main():
@@ -139,8 +197,7 @@ def main():
     data = synthetic_dataset(config)
     models = {}
     for variant in args.variants:
-        models[variant] = build(variant, config)
-        models[variant].fit(data, steps_per_epoch=5, epochs=1, verbose=0)  # warm-up
+        models[variant] = build(variant, config, data)
     per_round = {variant: [] for variant in args.variants}
     for round_index in range(args.rounds):
         order = args.variants if round_index % 2 == 0 else args.variants[::-1]
