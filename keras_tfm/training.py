@@ -380,8 +380,12 @@ class Adam(keras.optimizers.Adam):
 
     Everything else is Keras' (arguments, clipping, weight decay, gradient
     accumulation, loss scaling, `tf.distribute`, saving); with `amsgrad`
-    the update is Keras' own. About 6% of a `small` training step on the
-    2-core CPU (`benchmarks/step_costs.py`).
+    the update is Keras' own. An embedding's `IndexedSlices` gradient is
+    summed per row before the update, so a row used twice in a batch gets
+    the square of its summed gradient in `v`, as Adam defines it (Keras'
+    update squares the two slices separately and adds the squares). The
+    `small` training step on the 2-core CPU is 6 to 12% faster with it
+    (`benchmarks/RESULTS.md`).
     """
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
