@@ -1,0 +1,74 @@
+"""`keras-tfm train` with each part of an epoch boundary timed.
+
+Runs the CLI in this process with timers around validation (`Model.evaluate`),
+the sample translations, the attention images, the TensorBoard write, the
+epoch checkpoint and the `BackupAndRestore` save, and the time from the start
+of an epoch to the end of its first step (the pipeline's restart). Each time
+is printed as a `[boundary]` line as it happens; the arguments are
+`keras-tfm`'s.
+
+    python benchmarks/epoch_boundaries.py train \\
+        --config training/configs/multi30k_de_en.toml \\
+        --data-dir ../shared/data/multi30k --run-dir runs/boundaries --epochs 4
+"""
+
+import functools
+import sys
+import time
+
+import keras
+
+import keras_tfm.callbacks as callbacks_module
+from keras_tfm.cli import main
+
+
+def timed(cls, method, label):
+    original = getattr(cls, method)
+
+    @functools.wraps(original)
+    def wrapper(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            seconds = time.perf_counter() - start
+            print(f"[boundary] {label}: {seconds:.1f} s", flush=True)
+
+    setattr(cls, method, wrapper)
+
+
+class FirstStep(keras.callbacks.Callback):
+    """Time from an epoch's start to the end of its first step."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.seen = time.perf_counter(), False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.seen:
+            self.seen = True
+            seconds = time.perf_counter() - self.start
+            print(f"[boundary] epoch start to first step end: {seconds:.1f} s")
+
+    def on_epoch_end(self, epoch, logs=None):
+        print(f"[boundary] epoch {epoch + 1}: training steps done", flush=True)
+
+
+def with_first_step(make_callbacks):
+    @functools.wraps(make_callbacks)
+    def wrapper(*args, **kwargs):
+        callbacks, nan_guard = make_callbacks(*args, **kwargs)
+        return [FirstStep(), *callbacks], nan_guard
+
+    return wrapper
+
+
+if __name__ == "__main__":
+    timed(keras.Model, "evaluate", "validation")
+    timed(callbacks_module.SampleTranslations, "on_epoch_end", "samples")
+    timed(callbacks_module.AttentionImages, "on_epoch_end", "attention images")
+    timed(keras.callbacks.TensorBoard, "on_epoch_end", "tensorboard")
+    timed(keras.callbacks.ModelCheckpoint, "on_epoch_end", "checkpoint")
+    timed(keras.callbacks.BackupAndRestore, "on_epoch_end", "backup")
+    # fit_model imports make_callbacks from the module when it runs.
+    callbacks_module.make_callbacks = with_first_step(callbacks_module.make_callbacks)
+    sys.exit(main(sys.argv[1:]))
