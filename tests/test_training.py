@@ -444,7 +444,7 @@ def numpy_adam(initial, steps, learning_rates, beta_1=0.9, beta_2=0.98, eps=1e-9
     v = {k: np.zeros_like(w) for k, w in weights.items()}
     history = []
     for t, (grads, lr) in enumerate(zip(steps, learning_rates), start=1):
-        embedding = np.zeros((7, 2))
+        embedding = np.zeros_like(weights["embedding"])
         np.add.at(embedding, grads["rows"], grads["row_grads"])  # sums repeats
         dense = {"kernel": grads["kernel"], "bias": grads["bias"]}
         dense["embedding"] = embedding
