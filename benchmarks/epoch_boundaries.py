@@ -13,6 +13,7 @@ is printed as a `[boundary]` line as it happens; the arguments are
 """
 
 import functools
+import statistics
 import sys
 import time
 
@@ -53,11 +54,42 @@ class FirstStep(keras.callbacks.Callback):
         print(f"[boundary] epoch {epoch + 1}: training steps done", flush=True)
 
 
+class ValidationBatches(keras.callbacks.Callback):
+    """Where a validation pass spends its time: from its start to the first
+    batch, and each batch (Keras fetches a batch inside the step, so a batch's
+    time holds its input pipeline's wait and its computation)."""
+
+    def on_test_begin(self, logs=None):
+        self.start = self.last = time.perf_counter()
+        self.times, self.first = [], None
+
+    def on_test_batch_begin(self, batch, logs=None):
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now - self.start
+        self.last = now
+
+    def on_test_batch_end(self, batch, logs=None):
+        float(logs["loss"])  # waits for the step to finish
+        self.times.append(time.perf_counter() - self.last)
+
+    def on_test_end(self, logs=None):
+        times = self.times or [0.0]
+        slowest = max(range(len(times)), key=times.__getitem__)
+        print(
+            f"[boundary] validation batches: {len(self.times)}, start to first "
+            f"{self.first or 0.0:.2f} s, sum {sum(times):.1f} s, median "
+            f"{statistics.median(times):.3f} s, slowest #{slowest} "
+            f"{times[slowest]:.2f} s",
+            flush=True,
+        )
+
+
 def with_first_step(make_callbacks):
     @functools.wraps(make_callbacks)
     def wrapper(*args, **kwargs):
         callbacks, nan_guard = make_callbacks(*args, **kwargs)
-        return [FirstStep(), *callbacks], nan_guard
+        return [FirstStep(), ValidationBatches(), *callbacks], nan_guard
 
     return wrapper
 

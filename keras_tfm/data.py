@@ -112,6 +112,7 @@ def make_dataset(
     shuffle_buffer: int | None = None,
     sampling_alpha: float = 0.0,
     sampling_nbest_size: int = -1,
+    cache: bool = False,
 ) -> tf.data.Dataset:
     """Builds a training or evaluation pipeline for sentence pairs.
 
@@ -147,6 +148,9 @@ def make_dataset(
             each pass draws a new subword segmentation of every sentence
             (`Tokenizer.sampler`; BPE-dropout for BPE models), a regulariser
             for training data.
+        cache: keep the token ids of the first pass in memory and read
+            later passes from there (shuffling and batching still run each
+            pass). Not with `sampling_alpha` > 0.
 
     Returns:
         A dataset of `({"source": (B, S), "target": (B, T)}, labels (B, T))`,
@@ -177,6 +181,7 @@ def make_dataset(
         drop_remainder=drop_remainder,
         sampling_alpha=sampling_alpha,
         sampling_nbest_size=sampling_nbest_size,
+        cache=cache,
     )
 
 
@@ -209,9 +214,15 @@ def _batched_pairs(
     clean=False,
     sampling_alpha=0.0,
     sampling_nbest_size=-1,
+    cache=False,
 ):
     """Sentence pairs `text` tokenized, filtered, shuffled and batched."""
     _check_batching(batch_size, batch_tokens, max_length)
+    if cache and sampling_alpha:
+        raise ValueError(
+            "cache=True would keep the first pass's sampled segmentations; "
+            "it cannot be combined with sampling_alpha > 0"
+        )
     if sampling_alpha:
         src_tokenize = src_tokenizer.sampler(sampling_alpha, sampling_nbest_size)
         tgt_tokenize = tgt_tokenizer.sampler(sampling_alpha, sampling_nbest_size)
@@ -245,6 +256,10 @@ def _batched_pairs(
         .map(add_special_ids, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .filter(short_enough)
     )
+    if cache:
+        # Later passes read the ids from memory instead of tokenizing again,
+        # which also frees the CPU the tokenizer took from the training steps.
+        dataset = dataset.cache()
     if shuffle:
         dataset = dataset.shuffle(
             shuffle_buffer, seed=seed, reshuffle_each_iteration=True
@@ -417,6 +432,7 @@ def stream_dataset(
     shard_index: int = 0,
     sampling_alpha: float = 0.0,
     sampling_nbest_size: int = -1,
+    cache: bool = False,
 ) -> tf.data.Dataset:
     """`make_dataset`'s batches, read from aligned files line by line.
 
@@ -432,6 +448,10 @@ def stream_dataset(
             whole files (file i goes to shard i mod num_shards) when there
             are at least as many files as shards, else every num_shards-th
             pair. Shards are disjoint and together hold every pair.
+        cache: keep the token ids of the first pass in memory, for a corpus
+            that fits (as when the shuffle buffer holds all of it anyway).
+            Later passes then see the pairs in the first pass's file order
+            before the pair-level shuffle.
         Others: as `make_dataset`.
     """
     if len(src_files) != len(tgt_files) or not src_files:
@@ -480,4 +500,5 @@ def stream_dataset(
         clean=True,
         sampling_alpha=sampling_alpha,
         sampling_nbest_size=sampling_nbest_size,
+        cache=cache,
     )

@@ -280,20 +280,29 @@ def _datasets(run, corpus, max_length, resumed_epochs=0):
         for key, value in common.items()
         if key in ("batch_size", "batch_tokens")
     }
+    # A corpus that the shuffle buffer holds whole is in memory anyway: keep
+    # its token ids rather than tokenizing it again every epoch. Sampled
+    # segmentations must be drawn anew each pass, so they are never kept.
+    shuffle_buffer = run.config.data.shuffle_buffer
+    cache = (
+        not run.config.tokenizer.sampling_alpha
+        and -(-corpus.train_pairs // num_shards) <= shuffle_buffer
+    )
     train = stream_dataset(
         *corpus.train,
         *tokenizers,
         shuffle=True,
-        shuffle_buffer=run.config.data.shuffle_buffer,
+        shuffle_buffer=shuffle_buffer,
         seed=settings.seed + resumed_epochs,
         repeat=settings.steps_per_epoch is not None,
         num_shards=num_shards,
         shard_index=shard_index,
         sampling_alpha=run.config.tokenizer.sampling_alpha,
         sampling_nbest_size=run.config.tokenizer.sampling_nbest_size,
+        cache=cache,
         **dict(common, **train_batching),
     )
-    valid = make_dataset(*corpus.valid, *tokenizers, **common)
+    valid = make_dataset(*corpus.valid, *tokenizers, cache=True, **common)
     return (
         training.distribute_options(train, run.strategy, sharded=True),
         training.distribute_options(valid, run.strategy),

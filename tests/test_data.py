@@ -439,3 +439,38 @@ def test_subword_sampling_keeps_the_pairs_and_redraws_each_pass(task, tmp_path):
     for source, _, labels in collect(best)[0]:
         assert source[:-1] == src_sp.encode(src_sp.decode(source[:-1]))
         assert labels[:-1] == tgt_sp.encode(tgt_sp.decode(labels[:-1]))
+
+
+def test_cached_stream_reads_later_passes_from_memory(task, tmp_path):
+    """With `cache`, every pass gives the uncached pipeline's batches for the
+    same seed and pass, and a pass after the first no longer reads the files:
+    text written into them afterwards does not show."""
+    _, sources, targets, src_tok, tgt_tok = task
+    src_path, tgt_path = tmp_path / "train.de", tmp_path / "train.en"
+    src_path.write_text("\n".join(sources) + "\n", "utf-8")
+    tgt_path.write_text("\n".join(targets) + "\n", "utf-8")
+    options = dict(batch_tokens=96, max_length=12, shuffle=True, seed=5)
+    cached = stream_dataset(
+        [src_path], [tgt_path], src_tok, tgt_tok, cache=True, **options
+    )
+    plain = stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, **options)
+    first = collect(cached)
+    assert first == collect(plain)
+    second_plain = collect(plain)
+    assert second_plain != first  # reshuffled each pass
+    # Only the first pair is replaced, so the shuffle order stays the same.
+    src_path.write_text("\n".join(["zzz"] + sources[1:]) + "\n", "utf-8")
+    assert collect(cached) == second_plain
+    changed = pairs_of(
+        stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, **options)
+    )
+    assert sorted(changed) != sorted(pairs_of(cached))
+
+
+def test_cache_refuses_sampled_segmentations(task):
+    _, sources, targets, src_tok, tgt_tok = task
+    with pytest.raises(ValueError, match="sampling_alpha"):
+        make_dataset(
+            sources, targets, src_tok, tgt_tok, batch_size=8, cache=True,
+            sampling_alpha=0.1,
+        )  # fmt: skip
