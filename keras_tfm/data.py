@@ -293,7 +293,14 @@ def _batched_pairs(
             padding_values=padding_values,
             drop_remainder=drop_remainder,
         )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # No autotuning thread: destroying an iterator (Keras does so at each
+    # epoch and each validation pass) joins that thread, and TensorFlow 2.21
+    # can leave it asleep until its next tuning round, up to a minute later.
+    # Without it, AUTOTUNE parallelism keeps its starting value, the
+    # thread pool's size (at most 16).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def text_dataset(

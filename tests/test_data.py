@@ -474,3 +474,28 @@ def test_cache_refuses_sampled_segmentations(task):
             sources, targets, src_tok, tgt_tok, batch_size=8, cache=True,
             sampling_alpha=0.1,
         )  # fmt: skip
+
+
+def test_pipelines_run_without_the_autotuning_thread(task, tmp_path):
+    """Destroying an iterator joins tf.data's autotuning thread, which can
+    sleep up to a minute first (RESULTS.md: the stalled epoch boundaries);
+    every batched pipeline turns it off."""
+    _, sources, targets, src_tok, tgt_tok = task
+    src_path, tgt_path = tmp_path / "train.de", tmp_path / "train.en"
+    src_path.write_text("\n".join(sources) + "\n", "utf-8")
+    tgt_path.write_text("\n".join(targets) + "\n", "utf-8")
+    pipelines = [
+        make_dataset(sources, targets, src_tok, tgt_tok, batch_size=8),
+        make_dataset(
+            sources,
+            targets,
+            src_tok,
+            tgt_tok,
+            batch_tokens=96,
+            max_length=12,
+            shuffle=True,
+        ),
+        stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, batch_size=8),
+    ]
+    for dataset in pipelines:
+        assert dataset.options().autotune.enabled is False
