@@ -2,10 +2,11 @@
 
 Runs the CLI in this process with timers around validation (`Model.evaluate`),
 the sample translations, the attention images, the TensorBoard write, the
-epoch checkpoint and the `BackupAndRestore` save, and the time from the start
-of an epoch to the end of its first step (the pipeline's restart). Each time
-is printed as a `[boundary]` line as it happens; the arguments are
-`keras-tfm`'s.
+epoch checkpoint and the `BackupAndRestore` save, the time from the start
+of an epoch to the end of its first step (the pipeline's restart), and a
+validation pass's batches (their sum against the whole pass shows time spent
+outside the batches). Each time is printed as a `[boundary]` line as it
+happens; the arguments are `keras-tfm`'s.
 
     python benchmarks/epoch_boundaries.py train \\
         --config training/configs/multi30k_de_en.toml \\
