@@ -499,3 +499,57 @@ def test_pipelines_run_without_the_autotuning_thread(task, tmp_path):
     ]
     for dataset in pipelines:
         assert dataset.options().autotune.enabled is False
+
+
+@pytest.mark.parametrize(
+    "pairs, shuffle_buffer, sampling_alpha, workers, cached",
+    [
+        (29_000, 100_000, 0.0, 1, True),  # Multi30k: the buffer holds it all
+        (29_000, 10_000, 0.0, 1, False),  # streamed through a smaller buffer
+        (29_000, 100_000, 0.1, 1, False),  # sampled segmentations: never kept
+        (150_000, 100_000, 0.0, 2, True),  # each worker's half fits
+        (250_000, 100_000, 0.0, 2, False),
+    ],
+)
+def test_training_job_caches_a_corpus_its_buffer_holds(
+    monkeypatch, pairs, shuffle_buffer, sampling_alpha, workers, cached
+):
+    """`keras-tfm train` keeps the token ids when its worker's share of the
+    corpus fits the shuffle buffer and segmentations are not sampled; the
+    valid split is always kept."""
+    from types import SimpleNamespace
+
+    import keras_tfm.data as data_module
+    from keras_tfm import run as run_module
+    from keras_tfm import training
+
+    calls = {}
+
+    def record(name):
+        def pipeline(*args, **kwargs):
+            calls[name] = kwargs
+            return tf.data.Dataset.range(1)
+
+        return pipeline
+
+    monkeypatch.setattr(data_module, "stream_dataset", record("train"))
+    monkeypatch.setattr(data_module, "make_dataset", record("valid"))
+    monkeypatch.setattr(training, "input_shard", lambda strategy: (workers, 0))
+    config = SimpleNamespace(
+        training=SimpleNamespace(
+            batch_size=None, batch_tokens=2048, accumulate_steps=1, seed=0,
+            steps_per_epoch=None,
+        ),
+        data=SimpleNamespace(shuffle_buffer=shuffle_buffer),
+        tokenizer=SimpleNamespace(
+            sampling_alpha=sampling_alpha, sampling_nbest_size=-1
+        ),
+    )  # fmt: skip
+    run = SimpleNamespace(config=config, strategy=tf.distribute.get_strategy())
+    corpus = SimpleNamespace(
+        train=([], []), train_pairs=pairs, valid=([], []), tokenizers=(None, None)
+    )
+    run_module._datasets(run, corpus, max_length=64)
+    assert calls["train"]["cache"] is cached
+    assert calls["train"]["shuffle_buffer"] == shuffle_buffer
+    assert calls["valid"]["cache"] is True
