@@ -417,9 +417,7 @@ def test_subword_sampling_keeps_the_pairs_and_redraws_each_pass(task, tmp_path):
     _, sources, targets, src_tok, tgt_tok = task
     src_sp = spm.SentencePieceProcessor(model_proto=src_tok.model_proto)
     tgt_sp = spm.SentencePieceProcessor(model_proto=tgt_tok.model_proto)
-    src_path, tgt_path = tmp_path / "train.de", tmp_path / "train.en"
-    src_path.write_text("\n".join(sources) + "\n", "utf-8")
-    tgt_path.write_text("\n".join(targets) + "\n", "utf-8")
+    (src_path,), (tgt_path,) = write_shards(tmp_path, sources, targets, [len(sources)])
     options = dict(batch_tokens=512, max_length=64, shuffle=True, seed=3)
     sampled = stream_dataset(
         [src_path], [tgt_path], src_tok, tgt_tok, sampling_alpha=0.3, **options
@@ -446,9 +444,7 @@ def test_cached_stream_reads_later_passes_from_memory(task, tmp_path):
     same seed and pass, and a pass after the first no longer reads the files:
     text written into them afterwards does not show."""
     _, sources, targets, src_tok, tgt_tok = task
-    src_path, tgt_path = tmp_path / "train.de", tmp_path / "train.en"
-    src_path.write_text("\n".join(sources) + "\n", "utf-8")
-    tgt_path.write_text("\n".join(targets) + "\n", "utf-8")
+    (src_path,), (tgt_path,) = write_shards(tmp_path, sources, targets, [len(sources)])
     options = dict(batch_tokens=96, max_length=12, shuffle=True, seed=5)
     cached = stream_dataset(
         [src_path], [tgt_path], src_tok, tgt_tok, cache=True, **options
@@ -481,9 +477,7 @@ def test_pipelines_run_without_the_autotuning_thread(task, tmp_path):
     sleep up to a minute first (RESULTS.md: the stalled epoch boundaries);
     every batched pipeline turns it off."""
     _, sources, targets, src_tok, tgt_tok = task
-    src_path, tgt_path = tmp_path / "train.de", tmp_path / "train.en"
-    src_path.write_text("\n".join(sources) + "\n", "utf-8")
-    tgt_path.write_text("\n".join(targets) + "\n", "utf-8")
+    (src_path,), (tgt_path,) = write_shards(tmp_path, sources, targets, [len(sources)])
     pipelines = [
         make_dataset(sources, targets, src_tok, tgt_tok, batch_size=8),
         make_dataset(
