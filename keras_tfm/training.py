@@ -239,7 +239,11 @@ def token_mean_steps(model, replica_xla=False, accumulate_steps=1):
         else:
             loss_sum, gradients = accumulated(x, y)
         gradients = [_scale(g, 1.0 / global_tokens) for g in gradients]
-        model.optimizer.apply(gradients, model.trainable_variables)
+        # Every op of the update waits for the batch. Otherwise the step
+        # counter's increment, which depends on no gradient, still runs in
+        # the call that finds the data exhausted at the end of an epoch.
+        with tf.control_dependencies([global_tokens]):
+            model.optimizer.apply(gradients, model.trainable_variables)
         track_loss(loss_sum, tokens)
         # Read after every update: each step's logs include its own batch.
         return model.get_metrics_result()

@@ -739,3 +739,40 @@ def test_step_scalars_match_an_independent_computation(tmp_path):
             rtol=1e-5,
         )
         assert events["tokens_per_second"][step] > 0
+
+
+@pytest.mark.parametrize("accumulate_steps", [1, 2])
+def test_the_step_counter_counts_only_the_batches_trained(accumulate_steps):
+    """An epoch of a dataset of unknown length ends with a call that finds
+    the data exhausted. That call must not move the optimizer's step
+    counter, which the learning-rate schedule (and its cooldown) reads."""
+    x, y = copy_task(rows=44)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .batch(8)
+        .filter(lambda *_: True)  # unknown length, as keras-tfm's pipelines
+    )
+    batches = -(-44 // 8)
+    model = compiled(small_model(), d_model=16, warmup=5)
+    training.prepare_for_fit(
+        model, tf.distribute.get_strategy(), next(iter(dataset)), accumulate_steps
+    )
+    counts = []
+    model.fit(
+        dataset,
+        epochs=3,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: counts.append(
+                    training.optimizer_steps(model)
+                )
+            )
+        ],
+    )
+    assert counts == [batches, 2 * batches, 3 * batches]
+    np.testing.assert_allclose(
+        float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+        paper_lr(3 * batches, 16, 5),
+        rtol=2e-6,
+    )
