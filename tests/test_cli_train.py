@@ -560,13 +560,11 @@ def test_tensorboard_serves_the_logged_scalars_and_samples(
     loss = served("train", "epoch_loss")
     assert loss[1] < loss[0]
     assert np.all(served("train", "epoch_tokens_per_second") > 0)
-    # The schedule at the optimizer's step counter, as saved with each epoch.
-    # (Keras counts one more step per epoch than it runs when the dataset's
-    # length is unknown: the step that finds the data exhausted still
-    # increments `iterations`, though it changes no weight.)
+    # The schedule at the optimizer's step counter, as saved with each epoch:
+    # one count per batch trained (none for the call that finds the data
+    # exhausted at the end of an epoch).
     iterations = [checkpoint_iterations(run_dir, epoch) for epoch in (1, 2)]
-    assert steps <= iterations[0] <= steps + 1
-    assert iterations[1] - iterations[0] == iterations[0]
+    assert iterations == [steps, 2 * steps]
     np.testing.assert_allclose(
         served("train", "epoch_learning_rate"), paper_lr(iterations), rtol=1e-6
     )
@@ -627,15 +625,10 @@ def test_run_writes_attention_images_and_step_scalars(tiny_run):
     steps = {}
     for tag in ("loss", "learning_rate", "tokens_per_second", "gradient_norm"):
         steps[tag] = scalar_events(run_dir / "logs" / "steps", tag)
-    # The optimizer's counter after each step; Keras adds one more at the
-    # end of each epoch (the call that finds the data exhausted).
+    # The optimizer's counter after each step.
     steps_per_epoch = parse_epochs(stdout)[1]["steps"]
-    counters = [
-        epoch * (steps_per_epoch + 1) + step
-        for epoch in range(2)
-        for step in range(1, steps_per_epoch + 1)
-    ]
-    assert counters[-1] + 1 == checkpoint_iterations(run_dir, 2)
+    counters = list(range(1, 2 * steps_per_epoch + 1))
+    assert counters[-1] == checkpoint_iterations(run_dir, 2)
     expected = [counter for counter in counters if counter % 3 == 0]
     assert len(expected) >= 4
     for tag, values in steps.items():
@@ -735,7 +728,7 @@ def test_killed_run_resumes_from_the_backup(tmp_path):
         n: checkpoint_iterations(run_dir, n) for n in range(finished, EPOCHS + 1)
     }
     for n in range(finished + 1, EPOCHS + 1):
-        assert steps <= iterations[n] - iterations[n - 1] <= steps + 1
+        assert iterations[n] - iterations[n - 1] == steps
         np.testing.assert_allclose(
             printed[n]["learning_rate"], paper_lr(iterations[n]), atol=5.1e-5
         )
