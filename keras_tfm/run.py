@@ -103,6 +103,19 @@ def check_strategy_settings(config, strategy_name):
             f"{config.source}: [training] time_limit_minutes is not supported "
             "with multi-worker training"
         )
+    settings = config.training
+    if (
+        settings.cooldown_steps
+        and multi_worker
+        and settings.max_steps is None
+        and settings.steps_per_epoch is None
+    ):
+        # Each worker would count the batches of its own shard; all must
+        # agree on the run's length.
+        raise ConfigError(
+            f"{config.source}: [training] cooldown_steps needs steps_per_epoch "
+            "or max_steps with multi-worker training"
+        )
 
 
 def open_run(config, run_dir, strategy_name, log):
@@ -228,12 +241,27 @@ def build_model(run, corpus):
             run.directory.transformer_config, model_config.to_dict()
         )
     settings = config.training
+    total_steps = None
+    if settings.cooldown_steps:
+        total_steps = run_steps(run, corpus, model_config.max_length)
+        if settings.cooldown_steps > total_steps:
+            raise ConfigError(
+                f"{config.source}: [training] cooldown_steps is "
+                f"{settings.cooldown_steps}, more than the run's {total_steps} "
+                "optimizer steps"
+            )
+        run.log(
+            f"the learning rate cools down to zero over the last "
+            f"{settings.cooldown_steps} of {total_steps} optimizer steps"
+        )
     with strategy.scope():
         model = build_transformer(model_config)
         optimizer = training.make_optimizer(
             model_config.d_model,
             warmup_steps=settings.warmup_steps,
             scale=settings.learning_rate_scale,
+            total_steps=total_steps,
+            cooldown_steps=settings.cooldown_steps,
         )
         training.compile_model(
             model,
@@ -252,6 +280,23 @@ def build_model(run, corpus):
             "compile cross-replica collectives on the CPU)"
         )
     return model
+
+
+def run_steps(run, corpus, max_length):
+    """The optimizer steps a whole run takes: `max_steps`, or `epochs` times
+    `steps_per_epoch`, or `epochs` times the batches of one pass over the
+    training data (which bucketing by length makes the same in every pass,
+    whatever the shuffle order)."""
+    settings = run.config.training
+    if settings.max_steps is not None:
+        return settings.max_steps
+    if settings.steps_per_epoch is not None:
+        return settings.epochs * settings.steps_per_epoch
+    import tensorflow as tf
+
+    train, _ = _datasets(run, corpus, max_length)
+    batches = int(train.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+    return settings.epochs * batches
 
 
 def _datasets(run, corpus, max_length, resumed_epochs=0):
@@ -405,6 +450,13 @@ def fit_model(run, model, corpus):
     )
     if nan_guard.message:
         raise FloatingPointError(nan_guard.message)
+    schedule = getattr(model.optimizer, "_learning_rate", None)
+    planned = getattr(schedule, "total_steps", None)
+    if settings.cooldown_steps and optimizer_steps(model) < planned:
+        run.log(
+            f"training stopped before the planned {planned} steps: the learning "
+            f"rate's cooldown (the last {settings.cooldown_steps}) did not finish"
+        )
     last_epoch = history.epoch[-1] + 1 if history.epoch else settings.epochs
     return Fitted(seconds, last_epoch)
 

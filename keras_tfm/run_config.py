@@ -230,6 +230,13 @@ class TrainingConfig:
     batch holding all their tokens; steps count optimizer steps.
     `log_every_steps = K` writes loss, learning rate, tokens/s and gradient
     norm to TensorBoard every K optimizer steps (0: per epoch only).
+
+    `cooldown_steps = C` takes the learning rate linearly to zero over the
+    run's last C optimizer steps (`TransformerSchedule`). The run's length
+    is `max_steps`, or `epochs` times `steps_per_epoch`, or `epochs` times
+    the batches of one pass over the training data, counted before `fit`.
+    A run stopped early (time limit, early stopping) ends before its
+    cooldown does.
     """
 
     epochs: int = 10
@@ -241,6 +248,7 @@ class TrainingConfig:
     batch_tokens: int | None = None
     warmup_steps: int = 4000
     learning_rate_scale: float = 1.0
+    cooldown_steps: int = 0
     label_smoothing: float = 0.1
     mixed_precision: bool = False
     jit_compile: bool = False
@@ -267,9 +275,20 @@ class TrainingConfig:
             "accumulate_steps",
         ):
             check_range("training", name, getattr(self, name), 1)
-        for name in ("early_stopping_patience", "seed", "log_every_steps"):
+        for name in (
+            "early_stopping_patience",
+            "seed",
+            "log_every_steps",
+            "cooldown_steps",
+        ):
             check_range("training", name, getattr(self, name), 0)
         check_range("training", "average_checkpoints", self.average_checkpoints, 1)
+        if self.max_steps is not None and self.cooldown_steps > self.max_steps:
+            raise FieldError(
+                "training",
+                "cooldown_steps",
+                f"is {self.cooldown_steps}, more than max_steps ({self.max_steps})",
+            )
         check_range(
             "training",
             "learning_rate_scale",

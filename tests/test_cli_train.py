@@ -781,6 +781,59 @@ def test_max_steps_and_fixed_epochs_of_steps(tmp_path):
     assert metrics["epochs"] == 3 and metrics["sentences"] == 30
 
 
+def kept_pairs(run_dir, split):
+    """Pairs of a split that fit `max_length` on both sides, by the run's own
+    tokenizers."""
+    import tensorflow as tf
+
+    from keras_tfm.tokenizer import Tokenizer
+
+    lengths = []
+    for side, language in (("src", "de"), ("tgt", "en")):
+        tokenizer = Tokenizer.load(run_dir / "tokenizers" / f"{side}.model")
+        lines = (run_dir / "data" / f"{split}.{language}").read_text("utf-8")
+        pieces = tokenizer.tokenize(tf.constant(lines.splitlines()))
+        lengths.append(pieces.row_lengths().numpy() + 1)
+    return int(np.sum((lengths[0] <= MAX_LENGTH) & (lengths[1] <= MAX_LENGTH)))
+
+
+@pytest.mark.slow
+def test_cooldown_takes_the_learning_rate_to_zero_at_the_counted_last_step(tmp_path):
+    """`cooldown_steps = 10` on the tiny run (4 epochs of batches of 32
+    pairs): the run's length is counted before `fit`, and the rate each
+    epoch ends with is the schedule's, cooled down linearly to 0."""
+    config = tmp_path / "cooldown.toml"
+    config.write_text(
+        TINY.read_text().replace(
+            "learning_rate_scale = 1.0",
+            "learning_rate_scale = 1.0\ncooldown_steps = 10",
+        )
+    )
+    run_dir = tmp_path / "run"
+    result = run_cli("--config", config, "--run-dir", run_dir, "--no-export")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    batches = -(-kept_pairs(run_dir, "train") // 32)
+    total = EPOCHS * batches
+    assert (
+        f"the learning rate cools down to zero over the last 10 of {total} "
+        "optimizer steps" in result.stdout
+    )
+    epochs = parse_epochs(result.stdout)
+    assert sorted(epochs) == [1, 2, 3, 4]
+    for epoch in range(1, EPOCHS + 1):
+        iterations = epoch * batches
+        factor = np.clip((total - iterations) / 10, 0.0, 1.0)
+        expected = float(paper_lr(iterations)) * factor
+        # fit prints 4 significant digits.
+        assert epochs[epoch]["learning_rate"] == pytest.approx(expected, rel=2e-3)
+    assert epochs[EPOCHS]["learning_rate"] == 0.0
+    assert epochs[EPOCHS - 1]["learning_rate"] < 0.9 * float(
+        paper_lr((EPOCHS - 1) * batches)
+    )
+    assert checkpoint_iterations(run_dir, EPOCHS) == total
+    assert "did not finish" not in result.stdout
+
+
 # ---------------------------------------------------------------- NaN
 @pytest.mark.slow
 def test_nan_loss_exits_3_naming_step_and_epoch(tmp_path):

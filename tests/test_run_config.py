@@ -186,6 +186,14 @@ MISTAKES = [
         "line 2: [data] max_number (100) leaves no training numbers after "
         "valid_size + test_size = 120",
     ),
+    (
+        "[training]\nmax_steps = 50\ncooldown_steps = 60",
+        "line 3: [training] cooldown_steps is 60, more than max_steps (50)",
+    ),
+    (
+        "[training]\ncooldown_steps = -1",
+        "line 2: [training] cooldown_steps must be >= 0, got -1",
+    ),
     ("name = 3", "line 1: name must be a plain folder name, got 3"),
     ('name = "../out"', "line 1: name must be a plain folder name, got '../out'"),
     ("model = 3", "line 1: model must be a table [model]"),
@@ -204,3 +212,30 @@ def test_sections_are_frozen():
     config = load_run_config(None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.training.epochs = 3
+
+
+@pytest.mark.parametrize(
+    "training, problem",
+    [
+        ("time_limit_minutes = 5", "time_limit_minutes is not supported"),
+        ("cooldown_steps = 10", "cooldown_steps needs steps_per_epoch or max_steps"),
+    ],
+)
+def test_multi_worker_rules_out_what_each_worker_would_decide_alone(
+    tmp_path, training, problem
+):
+    from keras_tfm.run import check_strategy_settings
+
+    path = write(tmp_path, f"[training]\n{training}\n")
+    config = load_run_config(path)
+    check_strategy_settings(config, "auto")  # one host: allowed
+    with pytest.raises(ConfigError) as error:
+        check_strategy_settings(config, "multi_worker")
+    assert str(error.value) == (
+        f"{path}: [training] {problem} with multi-worker training"
+    )
+    # A cooldown on a run of fixed length is the same on every worker.
+    if "cooldown" in training:
+        for fixed in ("steps_per_epoch = 20", "max_steps = 100"):
+            fixed_path = write(tmp_path, f"[training]\n{training}\n{fixed}\n")
+            check_strategy_settings(load_run_config(fixed_path), "multi_worker")
