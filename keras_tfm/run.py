@@ -285,8 +285,9 @@ def build_model(run, corpus):
 def run_steps(run, corpus, max_length):
     """The optimizer steps a whole run takes: `max_steps`, or `epochs` times
     `steps_per_epoch`, or `epochs` times the batches of one pass over the
-    training data (which bucketing by length makes the same in every pass,
-    whatever the shuffle order)."""
+    training data. Bucketing by length makes that count the same in every
+    pass, whatever the shuffle order; only subword sampling, which changes
+    the lengths each pass, can move it by a few batches."""
     settings = run.config.training
     if settings.max_steps is not None:
         return settings.max_steps

@@ -234,7 +234,8 @@ class TrainingConfig:
     `cooldown_steps = C` takes the learning rate linearly to zero over the
     run's last C optimizer steps (`TransformerSchedule`). The run's length
     is `max_steps`, or `epochs` times `steps_per_epoch`, or `epochs` times
-    the batches of one pass over the training data, counted before `fit`.
+    the batches of one pass over the training data, counted before `fit`
+    (with subword sampling, other passes can differ by a few batches).
     A run stopped early (time limit, early stopping) ends before its
     cooldown does.
     """
