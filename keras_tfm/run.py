@@ -241,9 +241,10 @@ def build_model(run, corpus):
             run.directory.transformer_config, model_config.to_dict()
         )
     settings = config.training
+    train, valid = _datasets(run, corpus, model_config.max_length)
     total_steps = None
     if settings.cooldown_steps:
-        total_steps = run_steps(run, corpus, model_config.max_length)
+        total_steps = run_steps(settings, train)
         if settings.cooldown_steps > total_steps:
             raise ConfigError(
                 f"{config.source}: [training] cooldown_steps is "
@@ -269,7 +270,7 @@ def build_model(run, corpus):
             label_smoothing=settings.label_smoothing,
             jit_compile=settings.jit_compile,
         )
-    example = next(iter(_datasets(run, corpus, model_config.max_length)[1]))
+    example = next(iter(valid))
     xla = training.prepare_for_fit(
         model, strategy, example, accumulate_steps=settings.accumulate_steps
     )
@@ -282,20 +283,18 @@ def build_model(run, corpus):
     return model
 
 
-def run_steps(run, corpus, max_length):
+def run_steps(settings, train):
     """The optimizer steps a whole run takes: `max_steps`, or `epochs` times
     `steps_per_epoch`, or `epochs` times the batches of one pass over the
-    training data. Bucketing by length makes that count the same in every
+    `train` pipeline. Bucketing by length makes that count the same in every
     pass, whatever the shuffle order; only subword sampling, which changes
     the lengths each pass, can move it by a few batches."""
-    settings = run.config.training
     if settings.max_steps is not None:
         return settings.max_steps
     if settings.steps_per_epoch is not None:
         return settings.epochs * settings.steps_per_epoch
     import tensorflow as tf
 
-    train, _ = _datasets(run, corpus, max_length)
     batches = int(train.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
     return settings.epochs * batches
 
