@@ -108,19 +108,26 @@ def scalar_events(directory, tag):
     return values
 
 
-def label_token_counts(run_dir, split):
-    """Non-padding labels of a split, from the run's own tokenizers."""
+def split_lengths(run_dir, split):
+    """`(target lengths, kept)` of a split's pairs by the run's own
+    tokenizers (with the end token); `kept`: both sides fit `max_length`."""
     import tensorflow as tf
 
     from keras_tfm.tokenizer import Tokenizer
 
-    src_tok = Tokenizer.load(run_dir / "tokenizers" / "src.model")
-    tgt_tok = Tokenizer.load(run_dir / "tokenizers" / "tgt.model")
-    sources = (run_dir / "data" / f"{split}.de").read_text("utf-8").splitlines()
-    targets = (run_dir / "data" / f"{split}.en").read_text("utf-8").splitlines()
-    src_len = src_tok.tokenize(tf.constant(sources)).row_lengths().numpy() + 1
-    tgt_len = tgt_tok.tokenize(tf.constant(targets)).row_lengths().numpy() + 1
-    kept = (src_len <= MAX_LENGTH) & (tgt_len <= MAX_LENGTH)
+    lengths = []
+    for side, language in (("src", "de"), ("tgt", "en")):
+        tokenizer = Tokenizer.load(run_dir / "tokenizers" / f"{side}.model")
+        lines = (run_dir / "data" / f"{split}.{language}").read_text("utf-8")
+        pieces = tokenizer.tokenize(tf.constant(lines.splitlines()))
+        lengths.append(pieces.row_lengths().numpy() + 1)
+    src_len, tgt_len = lengths
+    return tgt_len, (src_len <= MAX_LENGTH) & (tgt_len <= MAX_LENGTH)
+
+
+def label_token_counts(run_dir, split):
+    """Non-padding labels of a split, from the run's own tokenizers."""
+    tgt_len, kept = split_lengths(run_dir, split)
     return int(tgt_len[kept].sum())
 
 
@@ -781,22 +788,6 @@ def test_max_steps_and_fixed_epochs_of_steps(tmp_path):
     assert metrics["epochs"] == 3 and metrics["sentences"] == 30
 
 
-def kept_pairs(run_dir, split):
-    """Pairs of a split that fit `max_length` on both sides, by the run's own
-    tokenizers."""
-    import tensorflow as tf
-
-    from keras_tfm.tokenizer import Tokenizer
-
-    lengths = []
-    for side, language in (("src", "de"), ("tgt", "en")):
-        tokenizer = Tokenizer.load(run_dir / "tokenizers" / f"{side}.model")
-        lines = (run_dir / "data" / f"{split}.{language}").read_text("utf-8")
-        pieces = tokenizer.tokenize(tf.constant(lines.splitlines()))
-        lengths.append(pieces.row_lengths().numpy() + 1)
-    return int(np.sum((lengths[0] <= MAX_LENGTH) & (lengths[1] <= MAX_LENGTH)))
-
-
 @pytest.mark.slow
 def test_cooldown_takes_the_learning_rate_to_zero_at_the_counted_last_step(tmp_path):
     """`cooldown_steps = 10` on the tiny run (4 epochs of batches of 32
@@ -812,7 +803,8 @@ def test_cooldown_takes_the_learning_rate_to_zero_at_the_counted_last_step(tmp_p
     run_dir = tmp_path / "run"
     result = run_cli("--config", config, "--run-dir", run_dir, "--no-export")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    batches = -(-kept_pairs(run_dir, "train") // 32)
+    _, kept = split_lengths(run_dir, "train")
+    batches = -(-int(kept.sum()) // 32)
     total = EPOCHS * batches
     assert (
         f"the learning rate cools down to zero over the last 10 of {total} "
