@@ -2,20 +2,21 @@
 
 Run as a script (a fresh process is needed to split the CPU into logical
 devices or to join a TF_CONFIG cluster):
-    python distributed_worker.py MODE OUT_PATH [--jit-compile] [--accumulate=N]
-MODE is one_device, mirrored (two logical CPUs) or multi_worker (TF_CONFIG);
-`--jit-compile` compiles the model as the default training config does;
-`--accumulate=N` runs each batch as N micro-batches (one optimizer step).
+    python distributed_worker.py MODE OUT_DIR VARIANT...
+MODE is one_device, mirrored (two logical CPUs) or multi_worker (TF_CONFIG).
+Each VARIANT (`graph`, `xla`, `graph-accumulate2`, `xla-accumulate2`) trains
+the same fresh model in turn and saves OUT_DIR/VARIANT.npz: `xla` compiles
+the model as the default training config does, `accumulateN` runs each
+batch as N micro-batches (one optimizer step). One process runs them all:
+each process start costs seconds of TensorFlow imports. The VARIANT `adam`
+applies fixed gradients with `keras_tfm.training.Adam` under the strategy
+(under `mirrored`, each replica holds a different share of every gradient)
+and saves the variables after each step in OUT_DIR/adam.npz.
 
     python distributed_worker.py shards DATA_DIR OUT_PATH
 joins a TF_CONFIG cluster and saves the source sentences (detokenized) its
 share of the streamed training text `DATA_DIR/train*.{de,en}` delivers in
 one epoch, through the distributed dataset as `model.fit` iterates it.
-
-    python distributed_worker.py adam OUT_PATH
-applies fixed gradients with `keras_tfm.training.Adam` under MirroredStrategy
-over two logical CPUs (each replica holding a different share of every
-gradient) and saves the variables after each step.
 
     python distributed_worker.py cli ARGS...
 runs `keras-tfm ARGS...` in a process whose CPU is split into two logical
@@ -24,6 +25,7 @@ devices (what `--strategy mirrored` spreads over on a machine without GPUs).
 
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -60,14 +62,14 @@ def split_cpu(count=2):
     )
 
 
-def main(mode, out_path, jit_compile=False, accumulate=1):
-    if mode == "mirrored":
-        split_cpu()
+def train(strategy, out_path, jit_compile=False, accumulate=1):
     import keras
 
     from keras_tfm import TransformerConfig, build_transformer, callbacks, training
 
-    strategy = training.make_strategy(mode)
+    # A fresh session per variant: the same layer names (the saved weights
+    # are keyed by path) and the same initial weights as in a new process.
+    keras.backend.clear_session()
     keras.utils.set_random_seed(7)
     config = TransformerConfig(
         src_vocab_size=30,
@@ -141,13 +143,11 @@ def adam_initial():
     }
 
 
-def adam(out_path):
-    split_cpu()
+def adam(strategy, out_path):
     import keras
 
     from keras_tfm import training
 
-    strategy = training.make_strategy("mirrored")
     initial = adam_initial()
     with strategy.scope():
         variables = [keras.Variable(initial[n], name=n) for n in initial]
@@ -213,21 +213,27 @@ if __name__ == "__main__":
     if sys.argv[1] == "shards":
         shards(sys.argv[2], sys.argv[3])
         sys.exit(0)
-    if sys.argv[1] == "adam":
-        adam(sys.argv[2])
-        sys.exit(0)
     if sys.argv[1] == "cli":
         split_cpu()
         from keras_tfm.cli import main as keras_tfm
 
         sys.exit(keras_tfm(sys.argv[2:]))
-    options = sys.argv[3:]
-    accumulate = [
-        int(o.split("=")[1]) for o in options if o.startswith("--accumulate=")
-    ]
-    main(
-        sys.argv[1],
-        sys.argv[2],
-        jit_compile="--jit-compile" in options,
-        accumulate=accumulate[0] if accumulate else 1,
-    )
+    mode, out_dir, variants = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    if mode == "mirrored":
+        split_cpu()
+    from keras_tfm import training
+
+    strategy = training.make_strategy(mode)
+    for variant in variants:
+        if variant == "adam":
+            adam(strategy, out_dir / "adam.npz")
+            continue
+        jit, _, accumulate = variant.partition("-accumulate")
+        if jit not in ("graph", "xla"):
+            sys.exit(f"unknown variant {variant!r}")
+        train(
+            strategy,
+            out_dir / f"{variant}.npz",
+            jit_compile=jit == "xla",
+            accumulate=int(accumulate or 1),
+        )

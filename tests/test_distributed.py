@@ -26,14 +26,11 @@ def child_env(env_extra=None):
     return env
 
 
-def run_worker(mode, out, jit_compile=False, env_extra=None, accumulate=1):
-    args = [sys.executable, str(WORKER), mode, str(out)]
-    if jit_compile:
-        args.append("--jit-compile")
-    if accumulate > 1:
-        args.append(f"--accumulate={accumulate}")
+def run_worker(mode, out_dir, variants, env_extra=None):
+    """Starts one worker process that trains each variant in turn (see
+    distributed_worker.py) and saves `out_dir/VARIANT.npz`."""
     return subprocess.Popen(
-        args,
+        [sys.executable, str(WORKER), mode, str(out_dir), *variants],
         env=child_env(env_extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -59,6 +56,11 @@ def free_ports(count):
 
 def compare(reference, other):
     assert int(other["replicas"]) == 2
+    # The same starting point: each variant starts from the same weights.
+    initial = [k for k in reference.files if k.startswith("initial:")]
+    assert len(initial) > 20
+    for name in initial:
+        np.testing.assert_array_equal(other[name], reference[name], err_msg=name)
     np.testing.assert_allclose(other["loss"], reference["loss"], rtol=1e-5)
     np.testing.assert_allclose(other["accuracy"], reference["accuracy"], rtol=1e-6)
     names = [k for k in reference.files if k.startswith("weight:")]
@@ -80,46 +82,69 @@ def compare(reference, other):
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory):
     """The reference: one device, no XLA."""
-    out = tmp_path_factory.mktemp("one") / "one.npz"
-    finish(run_worker("one_device", out))
-    return np.load(out)
+    out = tmp_path_factory.mktemp("one")
+    finish(run_worker("one_device", out, ["graph"]))
+    return np.load(out / "graph.npz")
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
-def test_mirrored_two_logical_cpus_matches_one_device(
-    one_device, tmp_path, jit_compile
-):
-    out = tmp_path / "mirrored.npz"
-    finish(run_worker("mirrored", out, jit_compile))
-    result = np.load(out)
+@pytest.fixture(scope="module")
+def mirrored(tmp_path_factory):
+    """One process over two logical CPUs: every mirrored variant."""
+    out = tmp_path_factory.mktemp("mirrored")
+    variants = ["graph", "xla", "graph-accumulate2", "xla-accumulate2", "adam"]
+    finish(run_worker("mirrored", out, variants))
+    return out
+
+
+@pytest.fixture(scope="module")
+def multi_worker(tmp_path_factory):
+    """Two worker processes on 127.0.0.1, each training both variants."""
+    out = tmp_path_factory.mktemp("multi_worker")
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        (out / str(index)).mkdir()
+        processes.append(
+            run_worker(
+                "multi_worker",
+                out / str(index),
+                ["graph", "xla"],
+                {"TF_CONFIG": json.dumps(tf_config)},
+            )
+        )
+    for process in processes:
+        finish(process)
+    return out
+
+
+@pytest.mark.parametrize("variant", ["graph", "xla"])
+def test_mirrored_two_logical_cpus_matches_one_device(one_device, mirrored, variant):
+    result = np.load(mirrored / f"{variant}.npz")
     # XLA cannot compile the collectives: it compiles each replica's pass.
-    assert str(result["xla"]) == ("replica" if jit_compile else "none")
+    assert str(result["xla"]) == ("replica" if variant == "xla" else "none")
     compare(one_device, result)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
-def test_mirrored_accumulation_matches_one_device(one_device, tmp_path, jit_compile):
+@pytest.mark.parametrize("variant", ["graph", "xla"])
+def test_mirrored_accumulation_matches_one_device(one_device, mirrored, variant):
     """Two replicas, each running its half of every batch as two
     micro-batches of unequal tokens: the same SGD updates as one device
     running each whole batch at once."""
-    out = tmp_path / "accumulated.npz"
-    finish(run_worker("mirrored", out, jit_compile, accumulate=2))
-    compare(one_device, np.load(out))
+    result = np.load(mirrored / f"{variant}-accumulate2.npz")
+    assert str(result["xla"]) == ("replica" if variant == "xla" else "none")
+    compare(one_device, result)
 
 
-def test_mirrored_adam_matches_numpy(tmp_path):
+def test_mirrored_adam_matches_numpy(mirrored):
     """keras_tfm's fused Adam under MirroredStrategy (two logical CPUs, each
     holding a different share of every gradient, embedding rows as
     IndexedSlices) makes the updates of float64 Adam on the summed gradient."""
     from distributed_worker import adam_initial, adam_steps
     from test_training import numpy_adam, paper_lr
 
-    out = tmp_path / "adam.npz"
-    finish(subprocess.Popen(
-        [sys.executable, str(WORKER), "adam", str(out)], env=child_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    ))  # fmt: skip
-    result = np.load(out)
+    result = np.load(mirrored / "adam.npz")
     assert int(result["replicas"]) == 2
     initial, steps = adam_initial(), adam_steps()
     expected = numpy_adam(initial, steps, paper_lr(np.arange(len(steps)), 8, 3))
@@ -132,29 +157,14 @@ def test_mirrored_adam_matches_numpy(tmp_path):
             )  # fmt: skip
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("variant", ["graph", "xla"])
 def test_multi_worker_processes_match_each_other_and_one_device(
-    one_device, tmp_path, jit_compile
+    one_device, multi_worker, variant
 ):
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        processes.append(
-            run_worker(
-                "multi_worker",
-                tmp_path / f"worker{index}.npz",
-                jit_compile,
-                {"TF_CONFIG": json.dumps(tf_config)},
-            )
-        )
-    for process in processes:
-        finish(process)
-    first, second = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
+    first, second = (np.load(multi_worker / str(i) / f"{variant}.npz") for i in (0, 1))
     for name in first.files:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
-    assert str(first["xla"]) == ("replica" if jit_compile else "none")
+    assert str(first["xla"]) == ("replica" if variant == "xla" else "none")
     compare(one_device, first)
 
 
