@@ -6,6 +6,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+# The files whose tests start training and serving processes take minutes
+# each. Collected first, they start first under `pytest -n 2 --dist loadfile`
+# (CI), so no worker is left running one of them alone at the end.
+LONGEST_FILES = ("test_distributed.py", "test_cli_train.py", "test_export.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in LONGEST_FILES)
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_policy():
