@@ -241,6 +241,12 @@ def build_model(run, corpus):
             run.directory.transformer_config, model_config.to_dict()
         )
     settings = config.training
+    if settings.mixed_precision and training.bfloat16_is_emulated():
+        run.log(
+            "note: mixed_precision is on, but this CPU has no bfloat16 matrix "
+            "instructions (AMX or AVX512_BF16) and there is no GPU: float32 "
+            "(mixed_precision = false) may train faster here"
+        )
     train, valid = _datasets(run, corpus, model_config.max_length)
     total_steps = None
     if settings.cooldown_steps:
