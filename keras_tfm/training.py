@@ -17,9 +17,10 @@ def cpu_has_native_bfloat16(cpuinfo=None):
 
     TensorFlow's oneDNN kernels use AMX (`amx_bf16`) or AVX-512 BF16
     (`avx512_bf16`). Without either, bfloat16 is slower than float32: on a
-    2-core AMD EPYC without them, a 2048 x 2048 matmul ran at 72 GFLOP/s in
-    bfloat16 against 91 in float32, and a `mixed_bfloat16` training step
-    took about 1.2 times as long as a float32 one (benchmarks/RESULTS.md).
+    2-core AMD EPYC without them, a 2048 x 2048 matmul ran at 74 GFLOP/s in
+    bfloat16 against 87 in float32, and keras_tfm's `mixed_bfloat16`
+    training step took 1.18 times as long as its float32 one
+    (benchmarks/RESULTS.md).
 
     Args:
         cpuinfo: the text of `/proc/cpuinfo` (default: read it).

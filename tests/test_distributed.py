@@ -54,6 +54,15 @@ def free_ports(count):
     return ports
 
 
+def cluster_configs(count=2):
+    """TF_CONFIG values for `count` workers of one cluster on 127.0.0.1."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(count)]}
+    return [
+        json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        for i in range(count)
+    ]
+
+
 def compare(reference, other):
     assert int(other["replicas"]) == 2
     # The same starting point: each variant starts from the same weights.
@@ -100,20 +109,15 @@ def mirrored(tmp_path_factory):
 def multi_worker(tmp_path_factory):
     """Two worker processes on 127.0.0.1, each training both variants."""
     out = tmp_path_factory.mktemp("multi_worker")
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     processes = []
-    for index in range(2):
-        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+    for index, tf_config in enumerate(cluster_configs()):
         (out / str(index)).mkdir()
         processes.append(
             run_worker(
-                "multi_worker",
-                out / str(index),
-                ["graph", "xla"],
-                {"TF_CONFIG": json.dumps(tf_config)},
+                "multi_worker", out / str(index), ["graph", "xla"],
+                {"TF_CONFIG": tf_config},
             )
-        )
+        )  # fmt: skip
     for process in processes:
         finish(process)
     return out
@@ -186,16 +190,13 @@ def test_two_workers_read_every_pair_once(tmp_path, files):
             for shard in range(files):
                 text = "\n".join(lines[shard::files]) + "\n"
                 (data_dir / f"train.{shard}.{side}").write_text(text, "utf-8")
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     processes = []
-    for index in range(2):
-        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+    for index, tf_config in enumerate(cluster_configs()):
         args = [sys.executable, str(WORKER), "shards", str(data_dir)]
         processes.append(
             subprocess.Popen(
                 args + [str(tmp_path / f"worker{index}.npz")],
-                env=child_env({"TF_CONFIG": json.dumps(tf_config)}),
+                env=child_env({"TF_CONFIG": tf_config}),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
