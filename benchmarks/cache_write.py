@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 import keras_tfm  # noqa: E402
-from keras_tfm.generation import make_generate_fn  # noqa: E402
+from keras_tfm.decoding.generation import make_generate_fn  # noqa: E402
 from keras_tfm.layers import multi_head_attention  # noqa: E402
 
 START_ID, END_ID = 2, 3

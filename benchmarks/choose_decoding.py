@@ -37,10 +37,10 @@ def main():
     )
     args = parser.parse_args()
 
-    from keras_tfm.data import read_parallel
-    from keras_tfm.evaluation import read_tokenized_reference, score_test_set
-    from keras_tfm.run import data_directory
-    from keras_tfm.run_dir import RunDirectory
+    from keras_tfm.data.pipelines import read_parallel
+    from keras_tfm.job.evaluation import read_tokenized_reference, score_test_set
+    from keras_tfm.job.run_directory import RunDirectory
+    from keras_tfm.job.train import data_directory
     from keras_tfm.training import average_checkpoints
 
     directory = RunDirectory(args.run_dir)

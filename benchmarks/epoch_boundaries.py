@@ -20,7 +20,7 @@ import time
 
 import keras
 
-import keras_tfm.callbacks as callbacks_module
+import keras_tfm.job.callbacks as callbacks_module
 from keras_tfm.cli import main
 
 

@@ -33,8 +33,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_tfm  # noqa: E402
-from keras_tfm.generation import make_generate_fn  # noqa: E402
-from keras_tfm.run_config import load_run_config  # noqa: E402
+from keras_tfm.decoding.generation import make_generate_fn  # noqa: E402
+from keras_tfm.job.run_config import load_run_config  # noqa: E402
 
 START_ID, END_ID = 2, 3
 

@@ -164,9 +164,9 @@ def run_rounds(request_path, engines, rounds):
 # ----------------------------------------------------------- the exporter
 def export_engines(run_dir, work, savedmodel_options):
     """Exports the run's model every way the benchmark runs it."""
-    from keras_tfm.ctranslate2_export import export_ctranslate2
-    from keras_tfm.export import export_saved_model
-    from keras_tfm.run_dir import RunDirectory
+    from keras_tfm.export.ctranslate2 import export_ctranslate2
+    from keras_tfm.export.saved_model import export_saved_model
+    from keras_tfm.job.run_directory import RunDirectory
 
     run = RunDirectory(run_dir).load()
     max_length = run.config.export.max_length
@@ -217,9 +217,9 @@ def main():
 
     import sacrebleu
 
-    from keras_tfm.data import read_parallel
-    from keras_tfm.run import data_directory
-    from keras_tfm.run_dir import RunDirectory
+    from keras_tfm.data.pipelines import read_parallel
+    from keras_tfm.job.run_directory import RunDirectory
+    from keras_tfm.job.train import data_directory
 
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)

@@ -49,7 +49,7 @@ import keras_tfm.layers.encoder as encoder_module
 import keras_tfm.layers.encoder_layer as encoder_layer_module
 import keras_tfm.layers.multi_head_attention as attention_module
 import keras_tfm.layers.positionwise_feed_forward as feed_forward_module
-from keras_tfm.layers.scaled_dot_product_attention import MASK_FILL_VALUE
+from keras_tfm.constants import MASK_FILL_VALUE
 from keras_tfm.training import Adam
 
 VARIANTS = (

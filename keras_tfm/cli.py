@@ -6,7 +6,7 @@ import sys
 
 
 def _train(args):
-    from keras_tfm.run_config import load_run_config
+    from keras_tfm.job.run_config import load_run_config
 
     config = load_run_config(
         args.config,
@@ -22,7 +22,7 @@ def _train(args):
     if args.print_config:
         sys.stdout.write(config.to_toml())
         return 0
-    from keras_tfm.run import train
+    from keras_tfm.job.train import train
 
     train(
         config,
@@ -34,7 +34,7 @@ def _train(args):
 
 
 def _attention(args):
-    from keras_tfm.finished_run import draw_run_attention
+    from keras_tfm.job.finished_run import draw_run_attention
 
     if not args.sentence.strip():
         raise _UsageError("the sentence is empty: there is nothing to attend to")
@@ -48,8 +48,8 @@ def _attention(args):
 def _evaluate(args):
     import json
 
-    from keras_tfm.evaluation import score_lines
-    from keras_tfm.finished_run import evaluate_run
+    from keras_tfm.job.evaluation import score_lines
+    from keras_tfm.job.finished_run import evaluate_run
 
     compare = args.compare.split(",") if args.compare else None
     metrics = evaluate_run(
@@ -75,7 +75,7 @@ def _evaluate(args):
 
 def _export(args):
     if args.format == "ctranslate2":
-        from keras_tfm.finished_run import export_ctranslate2_run
+        from keras_tfm.job.finished_run import export_ctranslate2_run
 
         if not args.output:
             raise _UsageError("--format ctranslate2 needs --output DIR")
@@ -83,7 +83,7 @@ def _export(args):
         return 0
     if not args.name:
         raise _UsageError("the SavedModel export needs --name NAME")
-    from keras_tfm.finished_run import export_run
+    from keras_tfm.job.finished_run import export_run
 
     path = export_run(
         args.run_dir,
@@ -104,7 +104,7 @@ def _export(args):
 def _translate(args):
     # Only TensorFlow and TensorFlow Text: the SavedModel holds the whole
     # pipeline, no Keras model is rebuilt.
-    from keras_tfm.model_versions import find_saved_model
+    from keras_tfm.export.model_versions import find_saved_model
 
     path = find_saved_model(args.model)
     if args.batch_size < 1:
@@ -141,25 +141,14 @@ class _UsageError(Exception):
 
 
 def _user_errors():
-    """Exception classes reported as `keras-tfm: error: ...` with exit code 2.
+    """Exception classes reported as `keras-tfm: error: ...` with exit code 2."""
+    from keras_tfm.errors import KerasTfmError
 
-    Looked up in the modules already imported, so that `translate` does not
-    import the training code just to name its errors.
-    """
-    errors = [_UsageError]
-    for module, name in (
-        ("keras_tfm.data", "DataError"),
-        ("keras_tfm.run_config", "ConfigError"),
-        ("keras_tfm.run_dir", "RunDirectoryError"),
-        ("keras_tfm.model_versions", "ExportError"),
-    ):
-        if module in sys.modules:
-            errors.append(getattr(sys.modules[module], name))
-    return tuple(errors)
+    return (_UsageError, KerasTfmError)
 
 
 def build_parser():
-    from keras_tfm.config import DETERMINISTIC_METHODS, DecodingOptions
+    from keras_tfm.decoding.options import DETERMINISTIC_METHODS, DecodingOptions
 
     defaults = DecodingOptions()
     parser = argparse.ArgumentParser(prog="keras-tfm", description=__doc__)

@@ -63,10 +63,10 @@ def trained_numbers(tmp_path_factory):
     from types import SimpleNamespace
 
     from keras_tfm import TransformerConfig, build_transformer
-    from keras_tfm.data import make_dataset
-    from keras_tfm.numbers_task import number_pairs
-    from keras_tfm.run_config import RunConfig
-    from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
+    from keras_tfm.data.numbers_task import number_pairs
+    from keras_tfm.data.pipelines import make_dataset
+    from keras_tfm.job.run_config import RunConfig
+    from keras_tfm.text.tokenizer import Tokenizer, train_sentencepiece
     from keras_tfm.training import compile_model
 
     keras.utils.set_random_seed(3)

@@ -65,7 +65,8 @@ def split_cpu(count=2):
 def train(strategy, out_path, jit_compile=False, accumulate=1):
     import keras
 
-    from keras_tfm import TransformerConfig, build_transformer, callbacks, training
+    from keras_tfm import TransformerConfig, build_transformer, training
+    from keras_tfm.job import callbacks
 
     # A fresh session per variant: the same layer names (the saved weights
     # are keyed by path) and the same initial weights as in a new process.
@@ -184,8 +185,8 @@ def adam(strategy, out_path):
 
 def shards(data_dir, out_path):
     from keras_tfm import training
-    from keras_tfm.data import iterate_lines, split_files, stream_dataset
-    from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
+    from keras_tfm.data.pipelines import iterate_lines, split_files, stream_dataset
+    from keras_tfm.text.tokenizer import Tokenizer, train_sentencepiece
 
     strategy = training.make_strategy("multi_worker")
     files = split_files(data_dir, "train", "de", "en")

@@ -113,7 +113,7 @@ def split_lengths(run_dir, split):
     tokenizers (with the end token); `kept`: both sides fit `max_length`."""
     import tensorflow as tf
 
-    from keras_tfm.tokenizer import Tokenizer
+    from keras_tfm.text.tokenizer import Tokenizer
 
     lengths = []
     for side, language in (("src", "de"), ("tgt", "en")):
@@ -135,7 +135,7 @@ def checkpoint_iterations(run_dir, epoch):
     """The optimizer step counter saved in an epoch's checkpoint."""
     import keras
 
-    import keras_tfm.model  # noqa: F401  (registers the layers)
+    import keras_tfm.models.transformer  # noqa: F401  (registers the layers)
     import keras_tfm.training  # noqa: F401  (registers loss, metrics, schedule)
 
     model = keras.saving.load_model(
@@ -162,7 +162,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_config_json_is_the_resolved_config(tiny_run):
-    from keras_tfm.run_config import load_run_config
+    from keras_tfm.job.run_config import load_run_config
 
     run_dir, _ = tiny_run
     expected = load_run_config(
@@ -188,7 +188,7 @@ def test_print_config_prints_the_resolved_config_and_trains_nothing(
     tmp_path, capsys, monkeypatch
 ):
     from keras_tfm.cli import main
-    from keras_tfm.run_config import RunConfig, load_run_config
+    from keras_tfm.job.run_config import RunConfig, load_run_config
 
     monkeypatch.chdir(tmp_path)
     assert (
@@ -209,8 +209,8 @@ def test_train_restores_the_dtype_policy(tmp_path):
     """A Python caller's next model is float32 again after a bfloat16 run."""
     import keras
 
-    from keras_tfm.run import train
-    from keras_tfm.run_config import load_run_config
+    from keras_tfm.job.run_config import load_run_config
+    from keras_tfm.job.train import train
 
     config = load_run_config(TINY).updated(
         {"training.mixed_precision": True, "training.epochs": 1}
@@ -235,10 +235,10 @@ def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
     import keras
     import sacrebleu
 
-    import keras_tfm.model  # noqa: F401  (registers the layers)
-    from keras_tfm.evaluation import make_translator
-    from keras_tfm.run_config import load_run_config
-    from keras_tfm.tokenizer import Tokenizer
+    import keras_tfm.models.transformer  # noqa: F401  (registers the layers)
+    from keras_tfm.job.evaluation import make_translator
+    from keras_tfm.job.run_config import load_run_config
+    from keras_tfm.text.tokenizer import Tokenizer
 
     run_dir, stdout = tiny_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -334,7 +334,7 @@ def evaluate_cli(*args):
 
 @pytest.mark.slow
 def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_path):
-    from keras_tfm.scoring import moses_tokenize
+    from keras_tfm.text.scoring import moses_tokenize
 
     run_dir, _ = tiny_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -364,10 +364,10 @@ def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_pat
     import keras
     from test_scoring import reference_bleu
 
-    import keras_tfm.model  # noqa: F401  (registers the layers)
-    from keras_tfm.evaluation import make_translator
-    from keras_tfm.run_config import load_run_config
-    from keras_tfm.tokenizer import Tokenizer
+    import keras_tfm.models.transformer  # noqa: F401  (registers the layers)
+    from keras_tfm.job.evaluation import make_translator
+    from keras_tfm.job.run_config import load_run_config
+    from keras_tfm.text.tokenizer import Tokenizer
 
     translate = make_translator(
         keras.saving.load_model(run_dir / "model.keras", compile=False),

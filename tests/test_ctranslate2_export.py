@@ -11,15 +11,15 @@ import pytest
 from conftest import NUMBERS_MAX_LENGTH, NUMBERS_TRAIN, to_numpy
 
 from keras_tfm import TransformerConfig, build_transformer, generate
-from keras_tfm.numbers_task import number_pairs
-from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
+from keras_tfm.data.numbers_task import number_pairs
+from keras_tfm.text.tokenizer import Tokenizer, train_sentencepiece
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 pytestmark = pytest.mark.skipif(
     keras.config.backend() != "tensorflow", reason="the tokenizers need TensorFlow"
 )
 
-from keras_tfm.ctranslate2_export import (  # noqa: E402
+from keras_tfm.export.ctranslate2 import (  # noqa: E402
     decoding_options,
     export_ctranslate2,
 )

@@ -3,8 +3,8 @@ import pytest
 import sentencepiece as spm
 import tensorflow as tf
 
-from keras_tfm.data import (
-    DataError,
+from keras_tfm.data.numbers_task import write_numbers_task
+from keras_tfm.data.pipelines import (
     bucket_boundaries,
     check_parallel_files,
     count_lines,
@@ -15,8 +15,8 @@ from keras_tfm.data import (
     stream_dataset,
     text_dataset,
 )
-from keras_tfm.numbers_task import write_numbers_task
-from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
+from keras_tfm.errors import DataError
+from keras_tfm.text.tokenizer import Tokenizer, train_sentencepiece
 
 START, END = 2, 3
 
@@ -364,9 +364,9 @@ def test_count_lines_agrees_with_read_lines(tmp_path, monkeypatch, chunk, data):
     """The streaming check counts and rejects what `read_lines` does, with
     the same message, also where a chunk boundary cuts a line or a
     character."""
-    import keras_tfm.data
+    import keras_tfm.data.pipelines
 
-    monkeypatch.setattr(keras_tfm.data, "_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(keras_tfm.data.pipelines, "_CHUNK_BYTES", chunk)
     path = write(tmp_path / "train.de", data)
     try:
         expected = len(read_lines(path))
@@ -513,9 +513,9 @@ def test_training_job_caches_a_corpus_its_buffer_holds(
     valid split is always kept."""
     from types import SimpleNamespace
 
-    import keras_tfm.data as data_module
-    from keras_tfm import run as run_module
+    import keras_tfm.data.pipelines as data_module
     from keras_tfm import training
+    from keras_tfm.job import train as run_module
 
     calls = {}
 

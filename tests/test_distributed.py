@@ -177,8 +177,8 @@ def test_two_workers_read_every_pair_once(tmp_path, files):
     """Two worker processes on 127.0.0.1 stream their shares of the training
     text (one file: every other pair; four files: two whole files each)
     through the distributed dataset: no pair twice, none lost."""
-    from keras_tfm.data import read_parallel
-    from keras_tfm.numbers_task import write_numbers_task
+    from keras_tfm.data.numbers_task import write_numbers_task
+    from keras_tfm.data.pipelines import read_parallel
 
     data_dir = write_numbers_task(
         tmp_path / "data", max_number=700, valid_size=50, test_size=50
@@ -215,7 +215,7 @@ def test_two_workers_read_every_pair_once(tmp_path, files):
 def checkpoint_weights(path):
     import keras
 
-    import keras_tfm.model  # noqa: F401  (registers the layers)
+    import keras_tfm.models.transformer  # noqa: F401  (registers the layers)
 
     return keras.saving.load_model(path, compile=False).get_weights()
 

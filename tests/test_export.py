@@ -1,4 +1,4 @@
-"""Tests for keras_tfm.export: the TF Serving SavedModel, versions and the CLI.
+"""Tests for the SavedModel export: the TF Serving SavedModel, versions, the CLI.
 
 One tiny model is trained for a few seconds on the numbers task so that its
 translations are not degenerate. The SavedModel is checked the way the C++
@@ -21,15 +21,14 @@ import pytest
 import tensorflow as tf
 
 from keras_tfm import DecodingOptions
-from keras_tfm.evaluation import make_translator
-from keras_tfm.export import (
-    ExportError,
-    VersionExistsError,
+from keras_tfm.data.numbers_task import number_pairs
+from keras_tfm.errors import ExportError, VersionExistsError
+from keras_tfm.export.saved_model import (
     export_saved_model,
     find_saved_model,
     saved_model_op_types,
 )
-from keras_tfm.numbers_task import number_pairs
+from keras_tfm.job.evaluation import make_translator
 
 pytestmark = [
     pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""Tests for keras_tfm.generation: cached vs uncached decoding, search, sampling.
+"""Tests for `generate`: cached vs uncached decoding, search, sampling.
 
 Every check is made against an independent teacher-forced pass of the
 functional model over the returned tokens, in numpy. Under JAX each eager
@@ -14,7 +14,7 @@ import pytest
 from conftest import to_numpy
 
 from keras_tfm import TransformerConfig, build_transformer
-from keras_tfm.generation import generate, length_penalty, make_generate_fn
+from keras_tfm.decoding.generation import generate, length_penalty, make_generate_fn
 
 START, END = 1, 2
 VOCAB = 20
@@ -495,7 +495,7 @@ def test_dynamic_shapes_give_the_compiled_tokens(method, trained):
 
 
 def test_generate_compiles_once_per_settings_and_padded_shape(trained):
-    from keras_tfm.generation import _COMPILED
+    from keras_tfm.decoding.generation import _COMPILED
 
     options = dict(start_id=START, end_id=END, max_length=MAX_LENGTH, method="greedy")
     _COMPILED.pop(trained, None)
@@ -615,7 +615,7 @@ def test_append_source_end_and_default_ids(trained):
     """`append_source_end` decodes what sources with the end id written in
     NumPy decode (empty rows stay empty); start and end ids default to the
     tokenizers' reserved ids."""
-    from keras_tfm.layers.token_embedding import END_ID, START_ID
+    from keras_tfm.constants import END_ID, START_ID
 
     source = random_sources(27, 6, 5)
     source[2] = 0

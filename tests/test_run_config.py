@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from keras_tfm.config import PRESETS, DecodingOptions, TransformerConfig
-from keras_tfm.run_config import (
-    ConfigError,
+from keras_tfm.decoding.options import DecodingOptions
+from keras_tfm.errors import ConfigError
+from keras_tfm.job.run_config import (
     RunConfig,
     TrainingConfig,
     load_run_config,
 )
+from keras_tfm.models.transformer_config import PRESETS, TransformerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "training" / "configs").glob("*.toml"))
@@ -224,7 +225,7 @@ def test_sections_are_frozen():
 def test_multi_worker_rules_out_what_each_worker_would_decide_alone(
     tmp_path, training, problem
 ):
-    from keras_tfm.run import check_strategy_settings
+    from keras_tfm.job.train import check_strategy_settings
 
     path = write(tmp_path, f"[training]\n{training}\n")
     config = load_run_config(path)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from keras_tfm.data import DataError
-from keras_tfm.scoring import corpus_scores, moses_tokenize, read_reference
+from keras_tfm.errors import DataError
+from keras_tfm.text.scoring import corpus_scores, moses_tokenize, read_reference
 
 MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 

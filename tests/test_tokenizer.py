@@ -6,7 +6,7 @@ import pytest
 import sentencepiece as spm
 import tensorflow as tf
 
-from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
+from keras_tfm.text.tokenizer import Tokenizer, train_sentencepiece
 
 MULTI30K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
 

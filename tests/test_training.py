@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 from distributed_worker import adam_initial, adam_steps
 
-from keras_tfm import callbacks, training
-from keras_tfm.run_config import load_run_config
+from keras_tfm import training
+from keras_tfm.job import callbacks
+from keras_tfm.job.run_config import load_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -652,7 +653,7 @@ def test_default_config_is_the_packaged_numbers_toml():
 
 
 def test_multi30k_config_builds_the_reported_model_under_10m_parameters():
-    from keras_tfm.model import build_transformer
+    from keras_tfm.models.transformer import build_transformer
 
     config = load_run_config(
         ROOT / "training" / "configs" / "multi30k_de_en.toml",

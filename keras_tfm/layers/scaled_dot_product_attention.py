@@ -5,11 +5,7 @@ import math
 import keras
 from keras import ops, random
 
-# What masked scores are set to before the softmax (scores are float32 by
-# then), and what decoding uses for "impossible": a large finite negative, so
-# exp() underflows to 0 and sums or differences never give inf - inf = NaN,
-# while it still loses against any real log-probability.
-MASK_FILL_VALUE = -1.0e9
+from keras_tfm.constants import MASK_FILL_VALUE
 
 
 def scaled_dot_product_attention(

@@ -5,15 +5,7 @@ import math
 import keras
 from keras import ops
 
-# The token id that means "no token": batches are padded with it, it is
-# masked everywhere, and decoding never generates it. Tokenizers, losses and
-# metrics all take it from here.
-PADDING_ID = 0
-# The other ids every tokenizer keras_tfm trains reserves (and the defaults
-# of `keras_tfm.generate`): unknown piece, start and end of a sentence.
-UNK_ID = 1
-START_ID = 2
-END_ID = 3
+from keras_tfm.constants import PADDING_ID
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")

@@ -13,15 +13,9 @@ import os
 import re
 from pathlib import Path
 
+from keras_tfm.errors import ExportError, VersionExistsError
+
 _VERSION_RE = re.compile(r"^[0-9]+$")
-
-
-class ExportError(ValueError):
-    """An export that cannot be done; the message says why."""
-
-
-class VersionExistsError(ExportError, FileExistsError):
-    """The requested model version already exists (it is left untouched)."""
 
 
 def integer_versions(model_dir):

@@ -51,18 +51,19 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_tfm.beam_search import beam_search, length_penalty
-from keras_tfm.config import DecodingOptions, FieldError, check_int
-from keras_tfm.decoder_step import decoder_step
-from keras_tfm.greedy_search import (
+from keras_tfm.constants import END_ID, PADDING_ID, START_ID
+from keras_tfm.decoding.beam_search import beam_search, length_penalty
+from keras_tfm.decoding.decoder_step import decoder_step
+from keras_tfm.decoding.greedy_search import (
     compacting_greedy_search,
     greedy_choice,
     sampler,
     sequential_search,
 )
-from keras_tfm.layers.token_embedding import END_ID, PADDING_ID, START_ID
-from keras_tfm.model import transformer_parts
-from keras_tfm.token_buffers import append_end, forbid_before
+from keras_tfm.decoding.options import DecodingOptions
+from keras_tfm.decoding.token_buffers import append_end, forbid_before
+from keras_tfm.errors import FieldError, check_int
+from keras_tfm.models.transformer import transformer_parts
 
 __all__ = ["generate", "length_penalty", "make_generate_fn"]
 
@@ -104,7 +105,7 @@ def generate(
             after it, and it is included in the output. Default: `END_ID`
             (3), every keras_tfm tokenizer's end id.
         max_length, method, beam_size, length_penalty: as
-            `keras_tfm.config.DecodingOptions`, with its defaults (the
+            `keras_tfm.decoding.options.DecodingOptions`, with its defaults (the
             paper's beam search: 4 beams, length penalty 0.6, up to the
             model's `max_length` tokens). `method` is "beam", "greedy" or
             "sample"; `max_length` is the most tokens generated per

@@ -3,7 +3,7 @@
 import dataclasses
 from pathlib import Path
 
-from keras_tfm.run_dir import RunDirectory
+from keras_tfm.job.run_directory import RunDirectory
 
 
 def _flags(section, values):
@@ -31,9 +31,9 @@ def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None, split=
     Returns:
         The metrics `train` computes, without the training fields.
     """
-    from keras_tfm.data import read_parallel
-    from keras_tfm.evaluation import read_tokenized_reference, score_test_set
-    from keras_tfm.run import data_directory
+    from keras_tfm.data.pipelines import read_parallel
+    from keras_tfm.job.evaluation import read_tokenized_reference, score_test_set
+    from keras_tfm.job.train import data_directory
 
     directory = RunDirectory(run_dir)
     overrides = dict(overrides or {})
@@ -69,8 +69,9 @@ def export_run(run_dir, name, version=None, base_dir="saved_models", **decoding)
     Returns:
         The path of the new version folder.
     """
-    from keras_tfm.export import ExportError, check_name, export_saved_model
-    from keras_tfm.model_versions import check_version_free
+    from keras_tfm.errors import ExportError
+    from keras_tfm.export.model_versions import check_version_free
+    from keras_tfm.export.saved_model import check_name, export_saved_model
 
     directory = RunDirectory(run_dir)
     directory.finished_files()
@@ -106,13 +107,13 @@ def export_ctranslate2_run(run_dir, output, quantization=None):
     Returns:
         The path of the new directory.
     """
-    from keras_tfm.model_versions import ExportError
+    from keras_tfm.errors import ExportError
 
     output = Path(output)
     if output.exists():
         raise ExportError(f"{output} already exists; it is left untouched")
     try:
-        from keras_tfm.ctranslate2_export import export_ctranslate2
+        from keras_tfm.export.ctranslate2 import export_ctranslate2
     except ImportError:
         raise ExportError(
             "CTranslate2 is not installed: pip install 'keras-tfm[ctranslate2]'"
@@ -135,8 +136,8 @@ def draw_run_attention(run_dir, sentence, out, method="greedy", checkpoint=None)
         RunDirectoryError: when the run cannot be loaded.
         ValueError: for a sentence without pieces.
     """
-    from keras_tfm.attention_maps import draw_attention, sentence_maps
     from keras_tfm.files import write_atomic
+    from keras_tfm.job.attention_maps import draw_attention, sentence_maps
 
     run = RunDirectory(run_dir).load(model=checkpoint)
     weights, source, target, translation = sentence_maps(

@@ -5,8 +5,7 @@
 
 from keras import ops
 
-from keras_tfm.layers.scaled_dot_product_attention import MASK_FILL_VALUE
-from keras_tfm.layers.token_embedding import PADDING_ID
+from keras_tfm.constants import MASK_FILL_VALUE, PADDING_ID
 
 
 def start_buffer(batch, max_length, start_id):

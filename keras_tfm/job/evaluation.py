@@ -5,9 +5,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from keras_tfm.generation import make_generate_fn
-from keras_tfm.layers.token_embedding import PADDING_ID
-from keras_tfm.scoring import corpus_scores, read_reference
+from keras_tfm.constants import PADDING_ID
+from keras_tfm.decoding.generation import make_generate_fn
+from keras_tfm.text.scoring import corpus_scores, read_reference
 
 
 def make_translator(model, src_tokenizer, tgt_tokenizer, decoding, batch_size=64):

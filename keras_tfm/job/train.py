@@ -8,8 +8,8 @@
         average_and_evaluate    checkpoint averaging, test-set scores
         save_and_export         config, model and metrics files, SavedModel
 
-The config is a checked `RunConfig` (`keras_tfm.run_config`); the
-directory's layout is `keras_tfm.run_dir`'s, and `keras_tfm.finished_run`
+The config is a checked `RunConfig` (`keras_tfm.job.run_config`); the
+directory's layout is `keras_tfm.job.run_directory`'s, and `keras_tfm.job.finished_run`
 evaluates and exports a finished run.
 """
 
@@ -22,8 +22,9 @@ import time
 import warnings
 from pathlib import Path
 
-from keras_tfm.run_config import ConfigError, RunConfig, load_run_config
-from keras_tfm.run_dir import RunDirectory
+from keras_tfm.errors import ConfigError
+from keras_tfm.job.run_config import RunConfig, load_run_config
+from keras_tfm.job.run_directory import RunDirectory
 
 __all__ = ["ConfigError", "RunConfig", "load_run_config", "train"]
 
@@ -154,8 +155,12 @@ def _worker_role():
 def prepare_corpus(run):
     """Checks the training files in one streaming pass, reads the valid and
     test splits, and learns (or reloads) the tokenizers."""
-    from keras_tfm.data import check_parallel_files, read_parallel, split_files
-    from keras_tfm.evaluation import read_tokenized_reference
+    from keras_tfm.data.pipelines import (
+        check_parallel_files,
+        read_parallel,
+        split_files,
+    )
+    from keras_tfm.job.evaluation import read_tokenized_reference
 
     config = run.config
     data_dir = data_directory(config, run.directory)
@@ -179,7 +184,7 @@ def prepare_corpus(run):
 
 def data_directory(config, directory):
     """The folder of the parallel text; the numbers task is generated once."""
-    from keras_tfm.numbers_task import write_numbers_task
+    from keras_tfm.data.numbers_task import write_numbers_task
 
     data = config.data
     if data.task == "files":
@@ -203,8 +208,8 @@ def prepare_tokenizers(settings, directory, src_files, tgt_files):
     learned from both sides (the paper's joint vocabulary, needed to share
     embeddings) and saved as both `src.model` and `tgt.model`.
     """
-    from keras_tfm.data import iterate_lines
-    from keras_tfm.tokenizer import Tokenizer, train_sentencepiece
+    from keras_tfm.data.pipelines import iterate_lines
+    from keras_tfm.text.tokenizer import Tokenizer, train_sentencepiece
 
     directory.tokenizers.mkdir(parents=True, exist_ok=True)
     paths = {"src": directory.src_tokenizer, "tgt": directory.tgt_tokenizer}
@@ -230,7 +235,7 @@ def prepare_tokenizers(settings, directory, src_files, tgt_files):
 def build_model(run, corpus):
     """The Transformer, compiled under the strategy, all state built."""
     from keras_tfm import training
-    from keras_tfm.model import build_transformer
+    from keras_tfm.models.transformer import build_transformer
 
     config, strategy = run.config, run.strategy
     model_config = config.model.transformer_config(
@@ -312,7 +317,7 @@ def _datasets(run, corpus, max_length, resumed_epochs=0):
     that it does not replay the order its first epochs saw.
     """
     from keras_tfm import training
-    from keras_tfm.data import make_dataset, stream_dataset
+    from keras_tfm.data.pipelines import make_dataset, stream_dataset
 
     settings = run.config.training
     common = dict(
@@ -368,13 +373,13 @@ class Fitted:
 
 def fit_model(run, model, corpus):
     """`model.fit` with checkpoints, TensorBoard, backup and the job's limits."""
-    from keras_tfm.callbacks import (
+    from keras_tfm.job.callbacks import (
         AttentionImages,
         SampleTranslations,
         backup_epoch,
         make_callbacks,
     )
-    from keras_tfm.evaluation import make_translator
+    from keras_tfm.job.evaluation import make_translator
     from keras_tfm.training import MaxSteps, optimizer_steps
 
     config, settings = run.config, run.config.training
@@ -488,7 +493,7 @@ def average_and_evaluate(run, model, corpus, fitted):
 
     Returns the metrics and the test split's translations.
     """
-    from keras_tfm.evaluation import score_test_set
+    from keras_tfm.job.evaluation import score_test_set
     from keras_tfm.training import average_checkpoints
 
     count = run.config.training.average_checkpoints
@@ -519,7 +524,7 @@ def average_and_evaluate(run, model, corpus, fitted):
 
 def save_and_export(run, model, corpus, metrics, translations, export):
     """Writes config.json, model.keras and metrics.json; exports the model."""
-    from keras_tfm.evaluation import score_lines
+    from keras_tfm.job.evaluation import score_lines
 
     directory = run.directory
     directory.write_json(directory.config, run.config.to_dict())
@@ -533,7 +538,7 @@ def save_and_export(run, model, corpus, metrics, translations, export):
     ]:
         run.log(f"  {source}  ->  {hypothesis}   (reference: {reference})")
     if export:
-        from keras_tfm.export import export_saved_model
+        from keras_tfm.export.saved_model import export_saved_model
 
         path = export_saved_model(
             model,

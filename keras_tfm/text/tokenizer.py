@@ -19,9 +19,8 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from tensorflow_text.python.ops import sentencepiece_tokenizer as _tf_text_sp
 
+from keras_tfm.constants import END_ID, MAX_NBEST_SIZE, PADDING_ID, START_ID, UNK_ID
 from keras_tfm.files import write_atomic
-from keras_tfm.layers.token_embedding import END_ID, PADDING_ID, START_ID, UNK_ID
-from keras_tfm.run_config import MAX_NBEST_SIZE
 
 _MODEL_TYPES = ("unigram", "bpe")
 

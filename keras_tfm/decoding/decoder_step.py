@@ -4,7 +4,7 @@ feeds one token per row through the decoder (`keras.ops` only)."""
 import keras
 from keras import ops
 
-from keras_tfm.layers.token_embedding import PADDING_ID
+from keras_tfm.constants import PADDING_ID
 
 
 def decoder_step(parts, source_ids, max_length, use_cache, repeat, dynamic=False):

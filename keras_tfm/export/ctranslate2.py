@@ -35,10 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_tfm.constants import MASK_FILL_VALUE, PADDING_ID
 from keras_tfm.layers.positional_encoding import sinusoidal_positions
-from keras_tfm.layers.scaled_dot_product_attention import MASK_FILL_VALUE
-from keras_tfm.layers.token_embedding import PADDING_ID
-from keras_tfm.model import transformer_parts
+from keras_tfm.models.transformer import transformer_parts
 
 __all__ = ["export_ctranslate2", "decoding_options"]
 

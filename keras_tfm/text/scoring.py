@@ -9,7 +9,7 @@ normalized and split by the Moses tokenizer, then scored on those tokens.
 `corpus_scores` scores them against such a pre-tokenized reference file.
 """
 
-from keras_tfm.data import DataError
+from keras_tfm.errors import DataError
 
 
 def moses_tokenize(sentences, lang):

@@ -2,8 +2,8 @@
 
 import keras
 
-from keras_tfm.config import TransformerConfig
 from keras_tfm.layers import Decoder, Encoder, OutputLogits, TokenEmbedding
+from keras_tfm.models.transformer_config import TransformerConfig
 
 
 def build_transformer(config):

@@ -6,15 +6,12 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from keras_tfm.layers.token_embedding import PADDING_ID
-from keras_tfm.tokenizer import Tokenizer
+from keras_tfm.constants import PADDING_ID
+from keras_tfm.errors import DataError
+from keras_tfm.text.tokenizer import Tokenizer
 
 # Sentences are tokenized this many at a time inside the pipeline.
 _TOKENIZE_BATCH = 512
-
-
-class DataError(ValueError):
-    """Unusable data; the one-line message names the file and line."""
 
 
 def read_lines(path) -> list[str]:

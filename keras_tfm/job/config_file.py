@@ -4,7 +4,7 @@
 `check_type` checks each value against its dataclass field's annotation,
 `unknown_name` suggests the closest valid name, and `Locator` finds the line
 of a key in the file's text for the message. `toml_value` writes values
-back. Nothing here knows the training job's sections (`keras_tfm.run_config`
+back. Nothing here knows the training job's sections (`keras_tfm.job.run_config`
 defines them).
 """
 
@@ -14,11 +14,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from keras_tfm.config import FieldError
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the one-line message names the field."""
+from keras_tfm.errors import ConfigError, FieldError
 
 
 def read_toml(path, default_text, default_source):

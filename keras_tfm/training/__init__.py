@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_tfm.layers.token_embedding import PADDING_ID
+from keras_tfm.constants import PADDING_ID
 
 
 # --------------------------------------------------------------- precision

@@ -211,7 +211,7 @@ class AttentionImages(keras.callbacks.Callback):
 
     After each epoch, each sentence is translated greedily and every decoder
     layer's cross-attention weights are drawn (heads side by side, labelled
-    with the subword pieces; `keras_tfm.attention_maps.draw_attention`) and
+    with the subword pieces; `keras_tfm.job.attention_maps.draw_attention`) and
     written as the image `attention/sentence_N/layer_L` at the epoch.
     """
 
@@ -229,7 +229,7 @@ class AttentionImages(keras.callbacks.Callback):
             self._writer.close()
 
     def on_epoch_end(self, epoch, logs=None):
-        from keras_tfm.attention_maps import draw_attention, sentence_maps
+        from keras_tfm.job.attention_maps import draw_attention, sentence_maps
 
         with self._writer.as_default(step=epoch):
             for number, sentence in enumerate(self.sentences, start=1):
@@ -272,7 +272,7 @@ def make_callbacks(
     stopping on the validation loss; `log_every_steps` `StepScalars` under
     `logs/steps`.
     """
-    from keras_tfm.run_dir import RunDirectory
+    from keras_tfm.job.run_directory import RunDirectory
 
     if not isinstance(run_dir, RunDirectory):
         run_dir = RunDirectory(run_dir)

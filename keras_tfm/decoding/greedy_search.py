@@ -9,8 +9,8 @@ eager execution).
 import keras
 from keras import ops
 
-from keras_tfm.layers.token_embedding import PADDING_ID
-from keras_tfm.token_buffers import (
+from keras_tfm.constants import PADDING_ID
+from keras_tfm.decoding.token_buffers import (
     exclude_padding,
     log_normalizer,
     start_buffer,

@@ -13,8 +13,8 @@ import io
 import numpy as np
 from keras import ops
 
-from keras_tfm.layers.token_embedding import PADDING_ID
-from keras_tfm.model import transformer_parts
+from keras_tfm.constants import PADDING_ID
+from keras_tfm.models.transformer import transformer_parts
 
 
 def cross_attention(model, source_ids, target_ids):
@@ -57,7 +57,7 @@ def sentence_maps(model, src_tokenizer, tgt_tokenizer, sentence, **generate_kwar
     """
     import sentencepiece as spm
 
-    from keras_tfm.generation import generate
+    from keras_tfm.decoding.generation import generate
 
     source_limit = model.get_layer("encoder").max_length
     ids = src_tokenizer.tokenize_source([sentence], source_limit).to_list()[0]

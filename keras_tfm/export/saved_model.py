@@ -24,7 +24,7 @@ Signatures (all batch-major; the batch may be empty):
   tokenized with the source SentencePiece model, truncated to
   `source_max_length - 1` subword ids, followed by the source end id, and
   0-padded to the longest row. The target is decoded with
-  `keras_tfm.generation.generate` (key/value-cached greedy or beam search)
+  `keras_tfm.decoding.generation.generate` (key/value-cached greedy or beam search)
   and detokenized (everything after the first end id is dropped). `scores`
   are those of `generate`: the total log-probability for greedy search, the
   length-normalised score for beam search.
@@ -48,10 +48,10 @@ Versions are integer folder names. A version is written into a hidden
 temporary folder (`.tmp-export-*`, which TF Serving ignores: its file-system
 source only considers children whose names parse as integers) and renamed
 into place atomically, so the server never sees a half-written version; an
-existing version is never overwritten (`keras_tfm.model_versions`).
+existing version is never overwritten (`keras_tfm.export.model_versions`).
 
 This module takes a model, its tokenizers and decoding options; exporting a
-training run's directory is `keras_tfm.run.export_run`.
+training run's directory is `keras_tfm.job.finished_run.export_run`.
 """
 
 import json
@@ -60,17 +60,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from keras_tfm.config import DecodingOptions, FieldError, check_int
-from keras_tfm.layers.token_embedding import PADDING_ID
-from keras_tfm.model import with_dtype_policy
-from keras_tfm.model_versions import (
-    ExportError,
-    VersionExistsError,
+from keras_tfm.constants import PADDING_ID
+from keras_tfm.decoding.options import DecodingOptions
+from keras_tfm.errors import ExportError, FieldError, VersionExistsError, check_int
+from keras_tfm.export.model_versions import (
     check_version_free,
     find_saved_model,
     next_version,
     rename_no_replace,
 )
+from keras_tfm.models.transformer import with_dtype_policy
 
 __all__ = [
     "ExportError",
@@ -146,7 +145,7 @@ def _build_module(model, src_tokenizer, tgt_tokenizer, options):
     """The `tf.Module` to save and its two signature functions."""
     import tensorflow as tf
 
-    from keras_tfm.generation import generate
+    from keras_tfm.decoding.generation import generate
 
     source_limit = options["source_max_length"]
     src_end = src_tokenizer.end_id
@@ -322,13 +321,13 @@ def export_saved_model(
 
     Args:
         model: a `keras_tfm.build_transformer` model.
-        src_tokenizer, tgt_tokenizer: `keras_tfm.tokenizer.Tokenizer`s.
+        src_tokenizer, tgt_tokenizer: `keras_tfm.text.tokenizer.Tokenizer`s.
         base_dir: the folder holding one folder per model name.
         name: the model name (TF Serving's model base path is
             `base_dir/NAME`). Required.
         version: an integer >= 1; None: 1 + the highest existing version.
         method, beam_size, length_penalty, max_length: as
-            `keras_tfm.config.DecodingOptions`, with its defaults (beam
+            `keras_tfm.decoding.options.DecodingOptions`, with its defaults (beam
             search, 4 beams, length penalty 0.6, the model's `max_length`);
             "beam" or "greedy".
         dtype: the exported graph's weights and arithmetic: "float32" (the

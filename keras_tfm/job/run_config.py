@@ -16,21 +16,17 @@ line when it can be found, the section and the key.
 import dataclasses
 from importlib import resources
 
-from keras_tfm.config import (
-    DETERMINISTIC_METHODS,
-    PRESETS,
-    DecodingOptions,
-    FieldError,
-    TransformerConfig,
-)
-from keras_tfm.config_file import (
-    ConfigError,
+from keras_tfm.constants import MAX_NBEST_SIZE
+from keras_tfm.decoding.options import DETERMINISTIC_METHODS, DecodingOptions
+from keras_tfm.errors import ConfigError, FieldError
+from keras_tfm.job.config_file import (
     build_config,
     check_choice,
     check_range,
     read_toml,
     toml_value,
 )
+from keras_tfm.models.transformer_config import PRESETS, TransformerConfig
 
 __all__ = [
     "ConfigError",
@@ -47,8 +43,6 @@ __all__ = [
 
 DEFAULT_CONFIG = "numbers"
 _DECODING = DecodingOptions()
-# SentencePiece samples among at most this many segmentations.
-MAX_NBEST_SIZE = 512
 
 
 # ------------------------------------------------------------------ sections

@@ -15,9 +15,8 @@ longest one does.
 import keras
 from keras import ops
 
-from keras_tfm.layers.scaled_dot_product_attention import MASK_FILL_VALUE
-from keras_tfm.layers.token_embedding import PADDING_ID
-from keras_tfm.token_buffers import (
+from keras_tfm.constants import MASK_FILL_VALUE, PADDING_ID
+from keras_tfm.decoding.token_buffers import (
     exclude_padding,
     start_buffer,
     write_column,

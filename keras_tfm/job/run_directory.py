@@ -21,11 +21,8 @@ import json
 import os
 from pathlib import Path
 
+from keras_tfm.errors import ConfigError, RunDirectoryError
 from keras_tfm.files import write_atomic
-
-
-class RunDirectoryError(ValueError):
-    """A run directory that lacks what was asked of it; the message says what."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +102,7 @@ class RunDirectory:
 
     def load_config(self, overrides=None):
         """The run's resolved `RunConfig` (from `config.json`)."""
-        from keras_tfm.run_config import ConfigError, RunConfig
+        from keras_tfm.job.run_config import RunConfig
 
         try:
             raw = json.loads(self.config.read_text(encoding="utf-8"))
@@ -133,8 +130,8 @@ class RunDirectory:
 
         import keras
 
-        import keras_tfm.model  # noqa: F401  (registers the layers)
-        from keras_tfm.tokenizer import Tokenizer
+        import keras_tfm.models.transformer  # noqa: F401  (registers the layers)
+        from keras_tfm.text.tokenizer import Tokenizer
 
         try:
             loaded = keras.saving.load_model(model_path, compile=False)

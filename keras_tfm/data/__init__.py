@@ -1,0 +1,1 @@
+"""Parallel text files, `tf.data` input pipelines and the numbers task."""

@@ -1,0 +1,1 @@
+"""Autoregressive decoding: options, greedy search, sampling, beam search."""

@@ -1,0 +1,1 @@
+"""Exports for serving: TF Serving SavedModels, model versions, CTranslate2."""

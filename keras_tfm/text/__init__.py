@@ -1,0 +1,1 @@
+"""Text: the SentencePiece tokenizer and BLEU scoring."""
