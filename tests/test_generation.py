@@ -495,7 +495,7 @@ def test_dynamic_shapes_give_the_compiled_tokens(method, trained):
 
 
 def test_generate_compiles_once_per_settings_and_padded_shape(trained):
-    from keras_tfm.decoding.generation import _COMPILED
+    from keras_tfm.decoding.compiled import _COMPILED
 
     options = dict(start_id=START, end_id=END, max_length=MAX_LENGTH, method="greedy")
     _COMPILED.pop(trained, None)

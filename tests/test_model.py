@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import dtype_name, to_numpy
 
-from keras_tfm import TransformerConfig, build_transformer, transformer_parts
+from keras_tfm import TransformerConfig, build_transformer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,8 +83,8 @@ def test_structure_and_weight_sharing():
     names = [layer.name for layer in model.layers]
     assert "shared_embedding" in names and "output_logits" not in names
     assert [i.name for i in model.inputs] == ["source", "target"]
-    source_embedding, target_embedding, *_ = transformer_parts(model)
-    assert source_embedding is target_embedding
+    assert model.source_embedding is model.target_embedding
+    assert model.output_logits is None
     untied = build_transformer(small_config())
     # One embedding matrix (40 x 32) and the output projection (+bias) less.
     assert untied.count_params() - model.count_params() == 40 * 32 * 2 + 40

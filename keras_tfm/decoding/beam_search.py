@@ -16,12 +16,70 @@ import keras
 from keras import ops
 
 from keras_tfm.constants import MASK_FILL_VALUE, PADDING_ID
+from keras_tfm.decoding.search import Search
 from keras_tfm.decoding.token_buffers import (
     exclude_padding,
     start_buffer,
     write_column,
     write_rows,
 )
+
+
+class BeamSearch(Search):
+    """Beam search with the GNMT length penalty (section 6.1 of the paper:
+    4 beams, alpha = 0.6); `keras_tfm.generate`'s docstring gives the rules.
+
+    Args:
+        beam_size: beams per sentence.
+        length_penalty: alpha of `((5 + length) / 6) ** alpha`, which
+            scores are divided by.
+
+    Scores are the total log-probability divided by the length penalty.
+    """
+
+    method = "beam"
+
+    def __init__(self, beam_size=4, length_penalty=0.6):
+        self.beam_size, self.length_penalty = beam_size, length_penalty
+
+    @classmethod
+    def from_options(cls, options, *, temperature, top_k, top_p, seed):
+        return cls(options.beam_size, options.length_penalty)
+
+    @property
+    def rows_per_sentence(self):
+        return self.beam_size
+
+    def __call__(
+        self,
+        step,
+        state,
+        *,
+        batch,
+        max_length,
+        start_id,
+        end_id,
+        vocab,
+        empty,
+        restrict,
+        compact,
+        n_best,
+    ):
+        return beam_search(
+            step,
+            state,
+            batch,
+            max_length,
+            start_id,
+            end_id,
+            vocab,
+            self.beam_size,
+            self.length_penalty,
+            empty,
+            compact=compact,
+            n_best=n_best,
+            restrict=restrict,
+        )
 
 
 def length_penalty(length, alpha):

@@ -7,8 +7,12 @@ from keras import ops
 from keras_tfm.constants import PADDING_ID
 
 
-def decoder_step(parts, source_ids, max_length, use_cache, repeat, dynamic=False):
-    """Runs the encoder once; returns `(step, initial_state)`.
+def decoder_step(model, source_ids, max_length, use_cache, repeat, dynamic=False):
+    """Runs the encoder of `model` once; returns `(step, initial_state)`.
+
+    `model` is a `keras_tfm.models.Transformer`, or any object with its
+    parts: `source_embedding`, `target_embedding`, `encoder`, `decoder` and
+    `project(hidden) -> logits`.
 
     `step(sequences, t, state) -> (logits, state)` gives float32 logits
     `(batch * repeat, vocab)` for position `t` of `sequences`, the int32
@@ -21,9 +25,12 @@ def decoder_step(parts, source_ids, max_length, use_cache, repeat, dynamic=False
     caches grow step by step, and the cross-attention caches and source mask
     are part of `state` too, so that a search can drop rows from all of it.
     """
-    source_embedding, target_embedding, encoder, decoder, project = parts
+    target_embedding, decoder = model.target_embedding, model.decoder
+    project = model.project
     source_mask = ops.not_equal(source_ids, PADDING_ID)
-    memory = encoder(source_embedding(source_ids), mask=source_mask, training=False)
+    memory = model.encoder(
+        model.source_embedding(source_ids), mask=source_mask, training=False
+    )
     if repeat > 1:
         source_mask = ops.repeat(source_mask, repeat, axis=0)
 

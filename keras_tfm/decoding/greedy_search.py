@@ -1,15 +1,16 @@
-"""Greedy search and sampling for `keras_tfm.generate` (`keras.ops` only).
+"""Greedy search for `keras_tfm.generate` (`keras.ops` only).
 
-One token per sequence per step. `sequential_search` runs with static shapes
-(XLA, `jax.jit`); `compacting_greedy_search` drops each sequence from the
-batch when it ends (shapes that change every step: TensorFlow graphs and
-eager execution).
+One token per sequence per step, the most likely one. `sequential_search`
+(shared with sampling) runs with static shapes (XLA, `jax.jit`);
+`compacting_greedy_search` drops each sequence from the batch when it ends
+(shapes that change every step: TensorFlow graphs and eager execution).
 """
 
 import keras
 from keras import ops
 
 from keras_tfm.constants import PADDING_ID
+from keras_tfm.decoding.search import Search
 from keras_tfm.decoding.token_buffers import (
     exclude_padding,
     log_normalizer,
@@ -19,49 +20,47 @@ from keras_tfm.decoding.token_buffers import (
 )
 
 
-def greedy_choice(logits, t):
-    return ops.cast(ops.argmax(exclude_padding(logits), axis=-1), "int32")
+class GreedySearch(Search):
+    """The most likely token at every step (section 6.1 of the paper decodes
+    with beams; greedy is the one-beam case without a length penalty).
 
-
-def sampler(uniforms, temperature, top_k, top_p):
-    """Inverse-CDF sampling with the pre-drawn `uniforms[t]` `(batch,)`.
-
-    Drawing all uniforms before the loop keeps the loop free of random-state
-    updates (so it traces under `jax.jit`) and costs one float per token.
+    Scores are the total log-probability of the returned tokens.
     """
 
-    def choose(logits, t):
-        if top_k == 1:
-            return greedy_choice(logits, t)
-        scaled = exclude_padding(logits / temperature)
-        vocab = scaled.shape[-1]
-        candidates = None
-        if top_k is not None and top_k < vocab:
-            scaled, candidates = ops.top_k(scaled, top_k)
-        elif top_p is not None and top_p < 1:
-            scaled, candidates = ops.top_k(scaled, vocab)  # a full sort
-        probs = ops.softmax(scaled, axis=-1)
-        if top_p is not None and top_p < 1:
-            # `probs` is sorted: keep the tokens whose preceding mass is
-            # below top_p (the first one always).
-            preceding = ops.cumsum(probs, axis=-1) - probs
-            probs = ops.where(ops.less(preceding, top_p), probs, 0.0)
-        cdf = ops.cumsum(probs, axis=-1)
-        target = ops.take(uniforms, t, axis=0)[:, None] * cdf[:, -1:]
-        index = ops.sum(ops.cast(ops.less_equal(cdf, target), "int32"), axis=-1)
-        # Rounding can push the index past the last token with mass.
-        width = ops.shape(probs)[-1]
-        last_valid = (width - 1) - ops.argmax(
-            ops.flip(ops.greater(probs, 0.0), axis=-1), axis=-1
-        )
-        index = ops.minimum(index, ops.cast(last_valid, "int32"))
-        if candidates is None:
-            return index
-        return ops.take_along_axis(
-            ops.cast(candidates, "int32"), index[:, None], axis=-1
-        )[:, 0]
+    method = "greedy"
 
-    return choose
+    def __call__(
+        self,
+        step,
+        state,
+        *,
+        batch,
+        max_length,
+        start_id,
+        end_id,
+        vocab,
+        empty,
+        restrict,
+        compact,
+        n_best,
+    ):
+        choose = with_restriction(greedy_choice, restrict)
+        search = compacting_greedy_search if compact else sequential_search
+        tokens, scores = search(
+            step, state, choose, batch, max_length, start_id, end_id, empty
+        )
+        return tokens[:, None], scores[:, None]
+
+
+def with_restriction(choose, restrict):
+    """`choose(logits, t)` applied after `restrict(logits, t)` (if any)."""
+    if restrict is None:
+        return choose
+    return lambda logits, t: choose(restrict(logits, t), t)
+
+
+def greedy_choice(logits, t):
+    return ops.cast(ops.argmax(exclude_padding(logits), axis=-1), "int32")
 
 
 def sequential_search(step, state, choose, batch, max_length, start_id, end_id, empty):

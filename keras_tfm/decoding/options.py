@@ -9,13 +9,8 @@ defaults and checks from it.
 
 import dataclasses
 
+from keras_tfm.decoding.searches import ALIASES, DETERMINISTIC_METHODS, METHODS
 from keras_tfm.errors import FieldError, check_int
-
-# Every method `generate` runs, and the ones that give one answer per input
-# (evaluation and serving use only those).
-METHODS = ("beam", "greedy", "sample")
-DETERMINISTIC_METHODS = ("beam", "greedy")
-_ALIASES = {"beam_search": "beam", "sampling": "sample"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +38,7 @@ class DecodingOptions:
 
     def __post_init__(self):
         owner = type(self).__name__
-        method = _ALIASES.get(self.method, self.method)
+        method = ALIASES.get(self.method, self.method)
         if method not in METHODS:
             raise FieldError(
                 owner, "method", f"is unknown: {self.method!r}; choose from {METHODS}"
@@ -87,6 +82,10 @@ class DecodingOptions:
                 f"must be one of {DETERMINISTIC_METHODS} here, got {self.method!r}",
             )
         return self
+
+    def replace(self, **changes):
+        """These options with `changes` (checked as on construction)."""
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -37,7 +37,6 @@ import numpy as np
 
 from keras_tfm.constants import MASK_FILL_VALUE, PADDING_ID
 from keras_tfm.layers.positional_encoding import sinusoidal_positions
-from keras_tfm.models.transformer import transformer_parts
 
 __all__ = ["export_ctranslate2", "decoding_options"]
 
@@ -124,7 +123,8 @@ def build_spec(model, src_tokenizer, tgt_tokenizer):
     """The filled `ctranslate2.specs.TransformerSpec` of a keras_tfm model."""
     from ctranslate2.specs import transformer_spec
 
-    source_embedding, target_embedding, encoder, decoder, _ = transformer_parts(model)
+    encoder, decoder = model.encoder, model.decoder
+    source_embedding, target_embedding = model.source_embedding, model.target_embedding
     if encoder.pre_norm != decoder.pre_norm:
         raise ValueError("export_ctranslate2: encoder and decoder must share pre_norm")
     spec = transformer_spec.TransformerSpec.from_config(
@@ -173,9 +173,8 @@ def build_spec(model, src_tokenizer, tgt_tokenizer):
         )
         _feed_forward(layer_spec.ffn, layer.feed_forward, layer.feed_forward_norm)
 
-    names = {layer.name for layer in model.layers}
-    if "output_logits" in names:
-        output = model.get_layer("output_logits")
+    output = model.output_logits
+    if output is not None:
         kernel = _array(output.kernel)
         bias = (
             _array(output.bias)

@@ -61,9 +61,11 @@ import tempfile
 from pathlib import Path
 
 from keras_tfm.constants import PADDING_ID
-from keras_tfm.decoding.options import DecodingOptions
+from keras_tfm.decoding.compile_shapes import pad_to_compile_shape
+from keras_tfm.decoding.decode import decoding_options
 from keras_tfm.errors import ExportError, FieldError, VersionExistsError, check_int
 from keras_tfm.export.model_versions import (
+    DEFAULT_BASE_DIR,
     check_version_free,
     find_saved_model,
     next_version,
@@ -79,7 +81,8 @@ __all__ = [
     "next_version",
     "saved_model_op_types",
 ]
-_DEFAULTS = DecodingOptions()
+# The dtypes an export computes in.
+EXPORT_DTYPES = ("float32", "bfloat16")
 
 SERVING_SIGNATURE = "serving_default"
 IDS_SIGNATURE = "translate_ids"
@@ -123,19 +126,8 @@ def _xla_decoding(decode, source_limit):
     compiled = tf.function(decode, jit_compile=True, autograph=False)
 
     def padded(ids):
-        rows, width = tf.shape(ids)[0], tf.shape(ids)[1]
-        bucket_rows = tf.cast(
-            2.0
-            ** tf.math.ceil(
-                tf.math.log(tf.cast(tf.maximum(rows, 1), tf.float32)) / tf.math.log(2.0)
-            ),
-            tf.int32,
-        )
-        bucket_width = tf.minimum(
-            (width + 15) // 16 * 16, tf.maximum(width, source_limit)
-        )
-        ids = tf.pad(ids, [[0, bucket_rows - rows], [0, bucket_width - width]])
-        tokens, scores = compiled(ids)
+        rows = tf.shape(ids)[0]
+        tokens, scores = compiled(pad_to_compile_shape(ids, source_limit))
         return tokens[:rows], scores[:rows]
 
     return padded
@@ -149,20 +141,14 @@ def _build_module(model, src_tokenizer, tgt_tokenizer, options):
 
     source_limit = options["source_max_length"]
     src_end = src_tokenizer.end_id
-    generate_kwargs = dict(
-        max_length=options["max_length"],
-        start_id=tgt_tokenizer.start_id,
-        end_id=tgt_tokenizer.end_id,
-        method=options["method"],
-        beam_size=options["beam_size"],
-        length_penalty=options["length_penalty"],
-    )
+    decoding = options["decoding"]
+    ids_kwargs = dict(start_id=tgt_tokenizer.start_id, end_id=tgt_tokenizer.end_id)
 
     def decode_graph(ids, dynamic_shapes=True):
         # Plain TensorFlow graphs run with caches that grow step by step.
         return generate(
-            model, ids, jit_compile=False, dynamic_shapes=dynamic_shapes,
-            **generate_kwargs,
+            model, ids, decoding, jit_compile=False, dynamic_shapes=dynamic_shapes,
+            **ids_kwargs,
         )  # fmt: skip
 
     decode = decode_graph
@@ -263,14 +249,11 @@ def _check_portable(path):
         )
 
 
-def _export_options(model, method, beam_size, penalty, length, source):
+def _export_options(model, decoding, source):
     """The decoding options of an export, checked against the model."""
     try:
-        decoding = DecodingOptions(method, beam_size, penalty, length)
-        decoding = decoding.require_deterministic().for_model(
-            model.get_layer("decoder").max_length
-        )
-        encoder_limit = model.get_layer("encoder").max_length
+        decoding = decoding.require_deterministic().for_model(model.config.max_length)
+        encoder_limit = model.config.max_length
         source = encoder_limit if source is None else source
         check_int("export", "source_max_length", source, 1)
         if source > encoder_limit:
@@ -284,7 +267,7 @@ def _export_options(model, method, beam_size, penalty, length, source):
     options = decoding.to_dict()
     if options["method"] == "greedy":
         options["beam_size"] = 1
-    return dict(options, source_max_length=source)
+    return dict(options, source_max_length=source, decoding=decoding)
 
 
 def check_name(name):
@@ -305,14 +288,15 @@ def export_saved_model(
     model,
     src_tokenizer,
     tgt_tokenizer,
-    base_dir="saved_models",
+    base_dir=DEFAULT_BASE_DIR,
     name=None,
     version=None,
     *,
-    method=_DEFAULTS.method,
-    beam_size=_DEFAULTS.beam_size,
-    length_penalty=_DEFAULTS.length_penalty,
-    max_length=_DEFAULTS.max_length,
+    options=None,
+    method=None,
+    beam_size=None,
+    length_penalty=None,
+    max_length=None,
     source_max_length=None,
     dtype="float32",
     jit_compile=False,
@@ -320,16 +304,17 @@ def export_saved_model(
     """Writes `base_dir/NAME/VERSION/` for TF Serving and returns its path.
 
     Args:
-        model: a `keras_tfm.build_transformer` model.
+        model: a `keras_tfm.models.Transformer`.
         src_tokenizer, tgt_tokenizer: `keras_tfm.text.tokenizer.Tokenizer`s.
         base_dir: the folder holding one folder per model name.
         name: the model name (TF Serving's model base path is
             `base_dir/NAME`). Required.
         version: an integer >= 1; None: 1 + the highest existing version.
-        method, beam_size, length_penalty, max_length: as
-            `keras_tfm.decoding.options.DecodingOptions`, with its defaults (beam
-            search, 4 beams, length penalty 0.6, the model's `max_length`);
-            "beam" or "greedy".
+        options: `keras_tfm.DecodingOptions` of the decoding in the graph
+            (default: beam search, 4 beams, length penalty 0.6, the model's
+            `max_length`); "beam" or "greedy".
+        method, beam_size, length_penalty, max_length: override the fields
+            of `options` of the same names (None: keep them).
         dtype: the exported graph's weights and arithmetic: "float32" (the
             reference, whatever precision the model was trained in) or
             "bfloat16" (half the weight memory and faster matrix products
@@ -359,12 +344,20 @@ def export_saved_model(
             f"tensorflow), got {keras.config.backend()!r}"
         )
     check_name(name)
-    options = _export_options(
-        model, method, beam_size, length_penalty, max_length, source_max_length
-    )
-    if dtype not in ("float32", "bfloat16"):
-        raise ExportError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
-    if model.get_layer("encoder").dtype_policy.name != dtype:
+    try:
+        decoding = decoding_options(
+            options,
+            method=method,
+            beam_size=beam_size,
+            length_penalty=length_penalty,
+            max_length=max_length,
+        )
+    except ValueError as error:
+        raise ExportError(str(error).removeprefix("generate: ")) from None
+    options = _export_options(model, decoding, source_max_length)
+    if dtype not in EXPORT_DTYPES:
+        raise ExportError(f"dtype must be one of {EXPORT_DTYPES}, got {dtype!r}")
+    if model.encoder.dtype_policy.name != dtype:
         # Mixed precision computes in bfloat16 from float32 weights, casting
         # every weight at every decoding step: export one dtype throughout.
         model = with_dtype_policy(model, dtype)
@@ -387,7 +380,7 @@ def export_saved_model(
         extra = temp / "assets.extra"
         extra.mkdir(exist_ok=True)
         metadata = dict(
-            options,
+            {key: value for key, value in options.items() if key != "decoding"},
             dtype=dtype,
             jit_compile=jit_compile,
             signatures={

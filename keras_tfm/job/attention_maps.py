@@ -14,36 +14,7 @@ import numpy as np
 from keras import ops
 
 from keras_tfm.constants import PADDING_ID
-from keras_tfm.models.transformer import transformer_parts
-
-
-def cross_attention(model, source_ids, target_ids):
-    """Each decoder layer's cross-attention weights, as NumPy.
-
-    Args:
-        model: a `build_transformer` model.
-        source_ids: int `(batch, source_length)`, 0 = padding.
-        target_ids: int `(batch, target_length)`, the decoder input (start
-            id first), 0 = padding.
-
-    Returns:
-        float32 `(layers, batch, heads, target_length, source_length)`; each
-        row sums to 1 over the source positions that are not padding.
-    """
-    source_embedding, target_embedding, encoder, decoder, _ = transformer_parts(model)
-    source_ids = ops.convert_to_tensor(source_ids, "int32")
-    target_ids = ops.convert_to_tensor(target_ids, "int32")
-    source_mask = ops.not_equal(source_ids, PADDING_ID)
-    memory = encoder(source_embedding(source_ids), mask=source_mask, training=False)
-    _, weights = decoder(
-        target_embedding(target_ids),
-        memory,
-        decoder_sequence_mask=ops.not_equal(target_ids, PADDING_ID),
-        encoder_sequence_mask=source_mask,
-        return_attention_scores=True,
-        training=False,
-    )
-    return np.stack([ops.convert_to_numpy(ops.cast(w, "float32")) for w in weights])
+from keras_tfm.decoding.cross_attention import cross_attention
 
 
 def sentence_maps(model, src_tokenizer, tgt_tokenizer, sentence, **generate_kwargs):
@@ -59,7 +30,7 @@ def sentence_maps(model, src_tokenizer, tgt_tokenizer, sentence, **generate_kwar
 
     from keras_tfm.decoding.generation import generate
 
-    source_limit = model.get_layer("encoder").max_length
+    source_limit = model.config.max_length
     ids = src_tokenizer.tokenize_source([sentence], source_limit).to_list()[0]
     if not ids:
         raise ValueError("the sentence has no pieces to attend to")

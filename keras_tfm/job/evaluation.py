@@ -3,51 +3,8 @@
 import time
 from pathlib import Path
 
-import tensorflow as tf
-
-from keras_tfm.constants import PADDING_ID
-from keras_tfm.decoding.generation import make_generate_fn
+from keras_tfm.decoding.translator import make_translator
 from keras_tfm.text.scoring import corpus_scores, read_reference
-
-
-def make_translator(model, src_tokenizer, tgt_tokenizer, decoding, batch_size=64):
-    """`list[str] -> list[str]` through the tokenizers and cached decoding.
-
-    Args:
-        model: a `build_transformer` model.
-        src_tokenizer, tgt_tokenizer: its `Tokenizer`s.
-        decoding: `DecodingOptions` (its `max_length` defaults to the
-            model's).
-        batch_size: sentences decoded at once.
-    """
-    decoding = decoding.for_model(model.get_layer("decoder").max_length)
-    generate_fn = make_generate_fn(
-        model,
-        start_id=tgt_tokenizer.start_id,
-        end_id=tgt_tokenizer.end_id,
-        **decoding.to_dict(),
-    )
-    source_limit = model.get_layer("encoder").max_length
-
-    def translate(sentences):
-        outputs = []
-        for start in range(0, len(sentences), batch_size):
-            chunk = sentences[start : start + batch_size]
-            ids = src_tokenizer.tokenize_source(tf.constant(chunk), source_limit)
-            # Pad to a few fixed shapes (rows to a power of two up to the batch
-            # size, lengths up to a multiple of 16): each new shape retraces
-            # and recompiles the decoder.
-            rows = min(batch_size, 1 << (len(chunk) - 1).bit_length())
-            width = max(int(ids.bounding_shape()[1]), 1)  # all empty: one column
-            length = min(-(-width // 16) * 16, source_limit)
-            ids = ids.to_tensor(default_value=PADDING_ID, shape=[rows, length])
-            tokens, _ = generate_fn(ids)
-            tokens = tf.convert_to_tensor(tokens)[: len(chunk)]
-            text = tgt_tokenizer.detokenize(tokens)
-            outputs.extend(t.decode("utf-8") for t in text.numpy())
-        return outputs
-
-    return translate
 
 
 def read_tokenized_reference(evaluation, data_dir, expected_lines, split="test"):

@@ -130,13 +130,14 @@ class RunDirectory:
 
         import keras
 
-        import keras_tfm.models.transformer  # noqa: F401  (registers the layers)
+        from keras_tfm.models.legacy import upgrade_model
         from keras_tfm.text.tokenizer import Tokenizer
 
         try:
-            loaded = keras.saving.load_model(model_path, compile=False)
+            loaded = upgrade_model(keras.saving.load_model(model_path, compile=False))
             src_tokenizer = Tokenizer.load(src_path)
             tgt_tokenizer = Tokenizer.load(tgt_path)
+            loaded.attach_tokenizers(src_tokenizer, tgt_tokenizer)
         except (OSError, ValueError, TypeError) as error:
             message = " ".join(str(error).split())
             raise RunDirectoryError(
