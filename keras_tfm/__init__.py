@@ -1,6 +1,8 @@
 """keras_tfm: the Transformer of "Attention Is All You Need" as Keras layers."""
 
-from keras_tfm import layers
+# `training` registers the optimizer, schedule, loss and metrics that a model
+# saved by `keras-tfm train` names, for `keras.models.load_model`.
+from keras_tfm import layers, training  # noqa: F401
 from keras_tfm.decoding.generation import generate, make_generate_fn
 from keras_tfm.decoding.options import DecodingOptions
 from keras_tfm.models.transformer import build_transformer, transformer_parts
