@@ -37,7 +37,7 @@ def main():
     )
     args = parser.parse_args()
 
-    from keras_tfm.data.pipelines import read_parallel
+    from keras_tfm.data.text_files import read_parallel
     from keras_tfm.job.evaluation import read_tokenized_reference, score_test_set
     from keras_tfm.job.run_directory import RunDirectory
     from keras_tfm.job.train import data_directory

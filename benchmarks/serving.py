@@ -217,7 +217,7 @@ def main():
 
     import sacrebleu
 
-    from keras_tfm.data.pipelines import read_parallel
+    from keras_tfm.data.text_files import read_parallel
     from keras_tfm.job.run_directory import RunDirectory
     from keras_tfm.job.train import data_directory
 

@@ -63,8 +63,9 @@ def trained_numbers(tmp_path_factory):
     from types import SimpleNamespace
 
     from keras_tfm import TransformerConfig, build_transformer
+    from keras_tfm.data.batching import make_dataset
     from keras_tfm.data.numbers_task import number_pairs
-    from keras_tfm.data.pipelines import make_dataset
+    from keras_tfm.data.options import BatchingOptions
     from keras_tfm.job.run_config import RunConfig
     from keras_tfm.text.tokenizer import Tokenizer, train_sentencepiece
     from keras_tfm.training import compile_model
@@ -93,10 +94,9 @@ def trained_numbers(tmp_path_factory):
         english,
         src,
         tgt,
-        batch_size=32,
-        max_length=NUMBERS_MAX_LENGTH,
-        shuffle=True,
-        seed=3,
+        BatchingOptions(
+            batch_size=32, max_length=NUMBERS_MAX_LENGTH, shuffle=True, seed=3
+        ),
     )
     compile_model(model, keras.optimizers.Adam(3e-3), label_smoothing=0.0)
     model.fit(dataset, epochs=6, verbose=0)

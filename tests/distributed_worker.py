@@ -185,7 +185,9 @@ def adam(strategy, out_path):
 
 def shards(data_dir, out_path):
     from keras_tfm import training
-    from keras_tfm.data.pipelines import iterate_lines, split_files, stream_dataset
+    from keras_tfm.data.options import BatchingOptions
+    from keras_tfm.data.streaming import stream_dataset
+    from keras_tfm.data.text_files import iterate_lines, split_files
     from keras_tfm.text.tokenizer import Tokenizer, train_sentencepiece
 
     strategy = training.make_strategy("multi_worker")
@@ -196,10 +198,12 @@ def shards(data_dir, out_path):
         for paths in files
     )
     num_shards, index = training.input_shard(strategy)
+    options = BatchingOptions(
+        batch_size=8, max_length=64, shuffle=True, shuffle_buffer=50
+    )
     dataset = stream_dataset(
-        *files, src_tok, tgt_tok, batch_size=8, max_length=64, shuffle=True,
-        shuffle_buffer=50, num_shards=num_shards, shard_index=index,
-    )  # fmt: skip
+        *files, src_tok, tgt_tok, options, num_shards=num_shards, shard_index=index
+    )
     distributed = strategy.experimental_distribute_dataset(
         training.distribute_options(dataset, strategy, sharded=True)
     )

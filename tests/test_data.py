@@ -1,21 +1,23 @@
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 import sentencepiece as spm
 import tensorflow as tf
 
+from keras_tfm.data.batching import bucket_boundaries, make_dataset, text_dataset
 from keras_tfm.data.numbers_task import write_numbers_task
-from keras_tfm.data.pipelines import (
-    bucket_boundaries,
+from keras_tfm.data.options import BatchingOptions
+from keras_tfm.data.streaming import stream_dataset
+from keras_tfm.data.text_files import (
     check_parallel_files,
     count_lines,
-    make_dataset,
     read_lines,
     read_parallel,
     split_files,
-    stream_dataset,
-    text_dataset,
 )
-from keras_tfm.errors import DataError
+from keras_tfm.errors import DataError, FieldError
 from keras_tfm.text.tokenizer import Tokenizer, train_sentencepiece
 
 START, END = 2, 3
@@ -143,7 +145,9 @@ def test_invalid_utf8(tmp_path, data, line, byte, column):
 
 def test_fixed_batches_match_tokenizer(task):
     _, sources, targets, src_tok, tgt_tok = task
-    dataset = make_dataset(sources, targets, src_tok, tgt_tok, batch_size=64)
+    dataset = make_dataset(
+        sources, targets, src_tok, tgt_tok, BatchingOptions(batch_size=64)
+    )
     spec_inputs, spec_labels = dataset.element_spec
     assert spec_inputs["source"].dtype == spec_labels.dtype == tf.int32
     examples, shapes = collect(dataset)
@@ -157,7 +161,7 @@ def test_length_filter(task):
     expected = expected_examples(task, 5)
     assert 0 < len(expected) < len(sources)
     dataset = make_dataset(
-        sources, targets, src_tok, tgt_tok, batch_size=16, max_length=5
+        sources, targets, src_tok, tgt_tok, BatchingOptions(batch_size=16, max_length=5)
     )
     examples, shapes = collect(dataset)
     assert examples == expected
@@ -166,9 +170,8 @@ def test_length_filter(task):
 
 def test_drop_remainder(task):
     _, sources, targets, src_tok, tgt_tok = task
-    dataset = make_dataset(
-        sources, targets, src_tok, tgt_tok, batch_size=64, drop_remainder=True
-    )
+    options = BatchingOptions(batch_size=64, drop_remainder=True)
+    dataset = make_dataset(sources, targets, src_tok, tgt_tok, options)
     _, shapes = collect(dataset)
     assert [b for b, _, _ in shapes] == [64] * 7
 
@@ -177,9 +180,8 @@ def test_shuffle_is_seeded(task):
     _, sources, targets, src_tok, tgt_tok = task
 
     def epochs(seed, count=2):
-        dataset = make_dataset(
-            sources, targets, src_tok, tgt_tok, batch_size=32, shuffle=True, seed=seed
-        )
+        options = BatchingOptions(batch_size=32, shuffle=True, seed=seed)
+        dataset = make_dataset(sources, targets, src_tok, tgt_tok, options)
         return [collect(dataset)[0] for _ in range(count)]
 
     first, second = epochs(5), epochs(5)
@@ -194,9 +196,8 @@ def test_shuffle_is_seeded(task):
 
 def test_repeat(task):
     _, sources, targets, src_tok, tgt_tok = task
-    dataset = make_dataset(
-        sources[:10], targets[:10], src_tok, tgt_tok, batch_size=4, repeat=True
-    )
+    options = BatchingOptions(batch_size=4, repeat=True)
+    dataset = make_dataset(sources[:10], targets[:10], src_tok, tgt_tok, options)
     examples, _ = collect(dataset.take(6))
     assert len(examples) == 24
     assert examples[:10] == examples[10:20] == expected_examples(task, 128)[:10]
@@ -205,15 +206,10 @@ def test_repeat(task):
 @pytest.mark.parametrize("batch_tokens, max_length", [(64, 16), (100, 64)])
 def test_batch_tokens_bound(task, batch_tokens, max_length):
     _, sources, targets, src_tok, tgt_tok = task
-    dataset = make_dataset(
-        sources,
-        targets,
-        src_tok,
-        tgt_tok,
-        batch_tokens=batch_tokens,
-        max_length=max_length,
-        shuffle=True,
+    options = BatchingOptions(
+        batch_tokens=batch_tokens, max_length=max_length, shuffle=True
     )
+    dataset = make_dataset(sources, targets, src_tok, tgt_tok, options)
     examples, shapes = collect(dataset)
     assert sorted(examples) == sorted(expected_examples(task, max_length))
     for batch, source_length, target_length in shapes:
@@ -233,22 +229,120 @@ def test_bucket_boundaries():
 def test_text_dataset(task):
     data_dir, _, _, src_tok, tgt_tok = task
     dataset = text_dataset(
-        data_dir, "valid", "de", "en", src_tok, tgt_tok, batch_size=8
+        data_dir, "valid", "de", "en", src_tok, tgt_tok, BatchingOptions(batch_size=8)
     )
     examples, _ = collect(dataset)
     assert len(examples) == 50
 
 
-def test_bad_arguments(task):
+@pytest.mark.parametrize(
+    "values, field, problem",
+    [
+        ({}, "batch_size", "and batch_tokens: neither is set; give exactly one"),
+        (
+            dict(batch_size=8, batch_tokens=64),
+            "batch_size",
+            "and batch_tokens: both are set; give exactly one",
+        ),
+        (
+            dict(batch_tokens=10, max_length=16),
+            "batch_tokens",
+            "(10) must be >= max_length (16): the longest pairs would fit in no batch",
+        ),
+        (dict(batch_size=0), "batch_size", "must be an integer >= 1, got 0"),
+        (dict(batch_size=True), "batch_size", "must be an integer >= 1, got True"),
+        (
+            dict(batch_size=8, max_length=1),
+            "max_length",
+            "must be an integer >= 2, got 1",
+        ),
+        (
+            dict(batch_size=8, shuffle_buffer=0),
+            "shuffle_buffer",
+            "must be an integer >= 1, got 0",
+        ),
+        (dict(batch_size=8, seed=-1), "seed", "must be an integer >= 0, got -1"),
+        (
+            dict(batch_size=8, shuffle="yes"),
+            "shuffle",
+            "must be True or False, got 'yes'",
+        ),
+        (dict(batch_size=8, cache=1), "cache", "must be True or False, got 1"),
+        (
+            dict(batch_size=8, sampling_alpha=1.0),
+            "sampling_alpha",
+            "must be in [0.0, 1.0), got 1.0",
+        ),
+        (
+            dict(batch_size=8, sampling_alpha=-0.1),
+            "sampling_alpha",
+            "must be in [0.0, 1.0), got -0.1",
+        ),
+        (
+            dict(batch_size=8, sampling_nbest_size=1),
+            "sampling_nbest_size",
+            "must be -1 (all) or in [2, 512], got 1",
+        ),
+        (
+            dict(batch_size=8, sampling_nbest_size=513),
+            "sampling_nbest_size",
+            "must be -1 (all) or in [2, 512], got 513",
+        ),
+        (
+            dict(batch_size=8, cache=True, sampling_alpha=0.1),
+            "cache",
+            "= True would keep the first pass's sampled segmentations; it cannot "
+            "be combined with sampling_alpha > 0",
+        ),
+    ],
+)
+def test_batching_options_name_the_bad_field(values, field, problem):
+    with pytest.raises(FieldError) as error:
+        BatchingOptions(**values)
+    assert (error.value.owner, error.value.field) == ("BatchingOptions", field)
+    assert str(error.value) == f"BatchingOptions.{field} {problem}"
+
+
+def test_batching_options_accept_the_edges_and_default_once():
+    edges = BatchingOptions(
+        batch_tokens=16, max_length=16, shuffle_buffer=1, sampling_nbest_size=512
+    )
+    assert (edges.batch_tokens, edges.max_length, edges.batch_size) == (16, 16, None)
+    alpha = BatchingOptions(batch_size=1, max_length=2, sampling_alpha=0)
+    assert alpha.sampling_alpha == 0.0 and isinstance(alpha.sampling_alpha, float)
+    assert BatchingOptions(batch_size=4) == BatchingOptions(
+        batch_size=4,
+        max_length=128,
+        shuffle=False,
+        shuffle_buffer=None,
+        seed=0,
+        repeat=False,
+        drop_remainder=False,
+        sampling_alpha=0.0,
+        sampling_nbest_size=-1,
+        cache=False,
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        alpha.batch_size = 2
+
+
+def test_bad_arguments(task, tmp_path):
     _, sources, targets, src_tok, tgt_tok = task
-    with pytest.raises(ValueError, match="exactly one"):
-        make_dataset(sources, targets, src_tok, tgt_tok)
-    with pytest.raises(ValueError, match="exactly one"):
-        make_dataset(sources, targets, src_tok, tgt_tok, batch_size=8, batch_tokens=64)
-    with pytest.raises(ValueError, match="max_length"):
-        make_dataset(sources, targets, src_tok, tgt_tok, batch_tokens=10, max_length=16)
-    with pytest.raises(ValueError, match="targets"):
-        make_dataset(sources, targets[:-1], src_tok, tgt_tok, batch_size=8)
+    with pytest.raises(ValueError, match="got 500 sources but 499 targets"):
+        make_dataset(
+            sources, targets[:-1], src_tok, tgt_tok, BatchingOptions(batch_size=8)
+        )
+    # A stream cannot count its pairs, so shuffling one needs a buffer size.
+    (src_path,), (tgt_path,) = write_shards(tmp_path, sources, targets, [len(sources)])
+    with pytest.raises(FieldError) as error:
+        stream_dataset(
+            [src_path],
+            [tgt_path],
+            src_tok,
+            tgt_tok,
+            BatchingOptions(batch_size=8, shuffle=True),
+        )
+    assert error.value.field == "shuffle_buffer"
 
 
 # ------------------------------------------------------------ streaming text
@@ -281,26 +375,26 @@ def test_stream_dataset_gives_make_dataset_batches(task, tmp_path):
     tgt_path.write_bytes(" \t\n".join(targets).encode())
     assert split_files(tmp_path, "train", "de", "en") == ([src_path], [tgt_path])
     assert check_parallel_files([src_path], [tgt_path]) == len(sources)
-    options = dict(batch_tokens=96, max_length=12)
-    streamed = stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, **options)
-    in_memory = make_dataset(sources, targets, src_tok, tgt_tok, **options)
+    options = BatchingOptions(batch_tokens=96, max_length=12)
+    streamed = stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, options)
+    in_memory = make_dataset(sources, targets, src_tok, tgt_tok, options)
     assert collect(streamed) == collect(in_memory)
 
 
 def test_shuffled_shards_hold_every_pair_once(task, tmp_path):
     _, sources, targets, src_tok, tgt_tok = task
     files = write_shards(tmp_path, sources, targets, [100, 250, 50, len(sources) - 400])
-    options = dict(batch_size=32, max_length=64)
+    options = BatchingOptions(batch_size=32, max_length=64)
     expected = sorted(
-        pairs_of(make_dataset(sources, targets, src_tok, tgt_tok, **options))
+        pairs_of(make_dataset(sources, targets, src_tok, tgt_tok, options))
     )
     assert len(expected) == len(sources)  # none is too long
 
-    def stream(**kwargs):
-        return stream_dataset(
-            *files, src_tok, tgt_tok, shuffle=True, shuffle_buffer=64, **options,
-            **kwargs,
-        )  # fmt: skip
+    def stream(seed):
+        shuffled = dataclasses.replace(
+            options, shuffle=True, shuffle_buffer=64, seed=seed
+        )
+        return stream_dataset(*files, src_tok, tgt_tok, shuffled)
 
     first, again = pairs_of(stream(seed=1)), pairs_of(stream(seed=1))
     assert sorted(first) == expected
@@ -321,17 +415,21 @@ def test_worker_shards_are_disjoint_and_complete(task, tmp_path, sizes):
     as workers, else by pair; no pair is read twice and none is lost."""
     _, sources, targets, src_tok, tgt_tok = task
     files = write_shards(tmp_path, sources, targets, sizes)
-    options = dict(batch_size=32, max_length=64, shuffle=True, shuffle_buffer=100)
+    options = BatchingOptions(
+        batch_size=32, max_length=64, shuffle=True, shuffle_buffer=100
+    )
     shards = [
         pairs_of(
             stream_dataset(
-                *files, src_tok, tgt_tok, num_shards=3, shard_index=i, **options
+                *files, src_tok, tgt_tok, options, num_shards=3, shard_index=i
             )
         )
         for i in range(3)
     ]
     everything = [pair for shard in shards for pair in shard]
-    expected = pairs_of(make_dataset(sources, targets, src_tok, tgt_tok, batch_size=32))
+    expected = pairs_of(
+        make_dataset(sources, targets, src_tok, tgt_tok, BatchingOptions(batch_size=32))
+    )
     assert sorted(everything) == sorted(expected)
     assert all(len(shard) > 0 for shard in shards)
     if len(sizes) >= 3:  # whole files: shard 0 holds files 0 and 3
@@ -364,9 +462,9 @@ def test_count_lines_agrees_with_read_lines(tmp_path, monkeypatch, chunk, data):
     """The streaming check counts and rejects what `read_lines` does, with
     the same message, also where a chunk boundary cuts a line or a
     character."""
-    import keras_tfm.data.pipelines
+    import keras_tfm.data.text_files
 
-    monkeypatch.setattr(keras_tfm.data.pipelines, "_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(keras_tfm.data.text_files, "_CHUNK_BYTES", chunk)
     path = write(tmp_path / "train.de", data)
     try:
         expected = len(read_lines(path))
@@ -402,11 +500,11 @@ def test_stream_shuffles_as_before_when_the_buffer_holds_the_corpus(task, tmp_pa
     so those runs train on the same data order as before."""
     data_dir, sources, targets, src_tok, tgt_tok = task
     files = split_files(data_dir, "train", "de", "en")
-    options = dict(batch_tokens=96, max_length=12, shuffle=True, seed=5)
+    options = BatchingOptions(batch_tokens=96, max_length=12, shuffle=True, seed=5)
     streamed = stream_dataset(
-        *files, src_tok, tgt_tok, shuffle_buffer=100_000, **options
+        *files, src_tok, tgt_tok, dataclasses.replace(options, shuffle_buffer=100_000)
     )
-    in_memory = make_dataset(sources, targets, src_tok, tgt_tok, **options)
+    in_memory = make_dataset(sources, targets, src_tok, tgt_tok, options)
     assert collect(streamed) == collect(in_memory)
 
 
@@ -418,9 +516,15 @@ def test_subword_sampling_keeps_the_pairs_and_redraws_each_pass(task, tmp_path):
     src_sp = spm.SentencePieceProcessor(model_proto=src_tok.model_proto)
     tgt_sp = spm.SentencePieceProcessor(model_proto=tgt_tok.model_proto)
     (src_path,), (tgt_path,) = write_shards(tmp_path, sources, targets, [len(sources)])
-    options = dict(batch_tokens=512, max_length=64, shuffle=True, seed=3)
+    options = BatchingOptions(
+        batch_tokens=512, max_length=64, shuffle=True, shuffle_buffer=100_000, seed=3
+    )
     sampled = stream_dataset(
-        [src_path], [tgt_path], src_tok, tgt_tok, sampling_alpha=0.3, **options
+        [src_path],
+        [tgt_path],
+        src_tok,
+        tgt_tok,
+        dataclasses.replace(options, sampling_alpha=0.3),
     )
     passes = []
     for _ in range(2):
@@ -433,7 +537,7 @@ def test_subword_sampling_keeps_the_pairs_and_redraws_each_pass(task, tmp_path):
         assert sorted(texts) == sorted(zip(sources, targets))
         passes.append(sorted(examples, key=lambda e: tgt_sp.decode(e[2][:-1])))
     assert passes[0] != passes[1]
-    best = stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, **options)
+    best = stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, options)
     for source, _, labels in collect(best)[0]:
         assert source[:-1] == src_sp.encode(src_sp.decode(source[:-1]))
         assert labels[:-1] == tgt_sp.encode(tgt_sp.decode(labels[:-1]))
@@ -445,11 +549,17 @@ def test_cached_stream_reads_later_passes_from_memory(task, tmp_path):
     text written into them afterwards does not show."""
     _, sources, targets, src_tok, tgt_tok = task
     (src_path,), (tgt_path,) = write_shards(tmp_path, sources, targets, [len(sources)])
-    options = dict(batch_tokens=96, max_length=12, shuffle=True, seed=5)
-    cached = stream_dataset(
-        [src_path], [tgt_path], src_tok, tgt_tok, cache=True, **options
+    options = BatchingOptions(
+        batch_tokens=96, max_length=12, shuffle=True, shuffle_buffer=100_000, seed=5
     )
-    plain = stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, **options)
+    cached = stream_dataset(
+        [src_path],
+        [tgt_path],
+        src_tok,
+        tgt_tok,
+        dataclasses.replace(options, cache=True),
+    )
+    plain = stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, options)
     first = collect(cached)
     assert first == collect(plain)
     second_plain = collect(plain)
@@ -458,18 +568,9 @@ def test_cached_stream_reads_later_passes_from_memory(task, tmp_path):
     src_path.write_text("\n".join(["zzz"] + sources[1:]) + "\n", "utf-8")
     assert collect(cached) == second_plain
     changed = pairs_of(
-        stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, **options)
+        stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, options)
     )
     assert sorted(changed) != sorted(pairs_of(cached))
-
-
-def test_cache_refuses_sampled_segmentations(task):
-    _, sources, targets, src_tok, tgt_tok = task
-    with pytest.raises(ValueError, match="sampling_alpha"):
-        make_dataset(
-            sources, targets, src_tok, tgt_tok, batch_size=8, cache=True,
-            sampling_alpha=0.1,
-        )  # fmt: skip
 
 
 def test_pipelines_run_without_the_autotuning_thread(task, tmp_path):
@@ -478,21 +579,63 @@ def test_pipelines_run_without_the_autotuning_thread(task, tmp_path):
     every batched pipeline turns it off."""
     _, sources, targets, src_tok, tgt_tok = task
     (src_path,), (tgt_path,) = write_shards(tmp_path, sources, targets, [len(sources)])
+    by_size = BatchingOptions(batch_size=8)
+    by_tokens = BatchingOptions(batch_tokens=96, max_length=12, shuffle=True)
     pipelines = [
-        make_dataset(sources, targets, src_tok, tgt_tok, batch_size=8),
-        make_dataset(
-            sources,
-            targets,
-            src_tok,
-            tgt_tok,
-            batch_tokens=96,
-            max_length=12,
-            shuffle=True,
-        ),
-        stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, batch_size=8),
+        make_dataset(sources, targets, src_tok, tgt_tok, by_size),
+        make_dataset(sources, targets, src_tok, tgt_tok, by_tokens),
+        stream_dataset([src_path], [tgt_path], src_tok, tgt_tok, by_size),
     ]
     for dataset in pipelines:
         assert dataset.options().autotune.enabled is False
+
+
+def job_pipelines(monkeypatch, tmp_path, values, train_pairs, workers, resumed=None):
+    """`{"train": (args, kwargs), "valid": (args, kwargs)}`: what the training
+    job's `make_pipelines` passes to `stream_dataset` and `make_dataset` for
+    a config of `values`, as the last of `workers` workers, after `resumed`
+    epochs."""
+    import json
+    from types import SimpleNamespace
+
+    import keras_tfm.data.batching
+    import keras_tfm.data.streaming
+    from keras_tfm import training
+    from keras_tfm.job.pipelines import make_pipelines
+    from keras_tfm.job.run_config import RunConfig
+    from keras_tfm.job.run_directory import RunDirectory
+
+    calls = {}
+
+    def record(name):
+        def pipeline(*args, **kwargs):
+            calls[name] = (args, kwargs)
+            return tf.data.Dataset.range(1)
+
+        return pipeline
+
+    monkeypatch.setattr(keras_tfm.data.streaming, "stream_dataset", record("train"))
+    monkeypatch.setattr(keras_tfm.data.batching, "make_dataset", record("valid"))
+    monkeypatch.setattr(training, "input_shard", lambda _: (workers, workers - 1))
+    writes = RunDirectory(tmp_path)
+    if resumed is not None:
+        writes.backup.mkdir()
+        metadata = writes.backup / "training_metadata.json"
+        metadata.write_text(json.dumps({"epoch": resumed}))
+    run = SimpleNamespace(
+        config=RunConfig.from_dict(values),
+        strategy=tf.distribute.get_strategy(),
+        writes=writes,
+    )
+    corpus = SimpleNamespace(
+        train=(["train.de"], ["train.en"]),
+        train_pairs=train_pairs,
+        valid=(["eins"], ["one"]),
+        tokenizers=("src tokenizer", "tgt tokenizer"),
+    )
+    pipelines = make_pipelines(run, corpus)
+    assert [int(x) for x in pipelines.train] == [int(x) for x in pipelines.valid] == [0]
+    return calls
 
 
 @pytest.mark.parametrize(
@@ -506,44 +649,109 @@ def test_pipelines_run_without_the_autotuning_thread(task, tmp_path):
     ],
 )
 def test_training_job_caches_a_corpus_its_buffer_holds(
-    monkeypatch, pairs, shuffle_buffer, sampling_alpha, workers, cached
+    monkeypatch, tmp_path, pairs, shuffle_buffer, sampling_alpha, workers, cached
 ):
     """`keras-tfm train` keeps the token ids when its worker's share of the
     corpus fits the shuffle buffer and segmentations are not sampled; the
     valid split is always kept."""
-    from types import SimpleNamespace
-
-    import keras_tfm.data.pipelines as data_module
-    from keras_tfm import training
-    from keras_tfm.job import train as run_module
-
-    calls = {}
-
-    def record(name):
-        def pipeline(*args, **kwargs):
-            calls[name] = kwargs
-            return tf.data.Dataset.range(1)
-
-        return pipeline
-
-    monkeypatch.setattr(data_module, "stream_dataset", record("train"))
-    monkeypatch.setattr(data_module, "make_dataset", record("valid"))
-    monkeypatch.setattr(training, "input_shard", lambda strategy: (workers, 0))
-    config = SimpleNamespace(
-        training=SimpleNamespace(
-            batch_size=None, batch_tokens=2048, accumulate_steps=1, seed=0,
-            steps_per_epoch=None,
-        ),
-        data=SimpleNamespace(shuffle_buffer=shuffle_buffer),
-        tokenizer=SimpleNamespace(
-            sampling_alpha=sampling_alpha, sampling_nbest_size=-1
-        ),
-    )  # fmt: skip
-    run = SimpleNamespace(config=config, strategy=tf.distribute.get_strategy())
-    corpus = SimpleNamespace(
-        train=([], []), train_pairs=pairs, valid=([], []), tokenizers=(None, None)
+    values = {
+        "data": {"shuffle_buffer": shuffle_buffer},
+        "tokenizer": {"sampling_alpha": sampling_alpha},
+        "model": {"max_length": 64},
+        "training": {"batch_tokens": 2048},
+    }
+    calls = job_pipelines(monkeypatch, tmp_path, values, pairs, workers)
+    (*_, train_options), shards = calls["train"]
+    assert train_options == BatchingOptions(
+        batch_tokens=2048,
+        max_length=64,
+        shuffle=True,
+        shuffle_buffer=shuffle_buffer,
+        sampling_alpha=sampling_alpha,
+        cache=cached,
     )
-    run_module._datasets(run, corpus, max_length=64)
-    assert calls["train"]["cache"] is cached
-    assert calls["train"]["shuffle_buffer"] == shuffle_buffer
-    assert calls["valid"]["cache"] is True
+    assert shards == {"num_shards": workers, "shard_index": workers - 1}
+    (*_, valid_options), _ = calls["valid"]
+    assert valid_options == BatchingOptions(
+        batch_tokens=2048, max_length=64, cache=True
+    )
+
+
+def test_training_job_batches_as_its_config_says(monkeypatch, tmp_path):
+    """Accumulated batches of 3 x 16 sentences, epochs of fixed steps (the
+    text repeats), sampled segmentations, and a seed moved by the 2 epochs a
+    backup records; the valid split gets plain batches of 16."""
+    values = {
+        "data": {"shuffle_buffer": 1000},
+        "tokenizer": {"sampling_alpha": 0.25, "sampling_nbest_size": 8},
+        "model": {"max_length": 40},
+        "training": {
+            "batch_size": 16,
+            "accumulate_steps": 3,
+            "steps_per_epoch": 5,
+            "seed": 7,
+        },
+    }
+    calls = job_pipelines(monkeypatch, tmp_path, values, 500, 2, resumed=2)
+    args, shards = calls["train"]
+    assert args == (
+        ["train.de"],
+        ["train.en"],
+        "src tokenizer",
+        "tgt tokenizer",
+        BatchingOptions(
+            batch_size=48,
+            max_length=40,
+            shuffle=True,
+            shuffle_buffer=1000,
+            seed=9,
+            repeat=True,
+            sampling_alpha=0.25,
+            sampling_nbest_size=8,
+        ),
+    )
+    assert shards == {"num_shards": 2, "shard_index": 1}
+    assert calls["valid"] == (
+        (
+            ["eins"],
+            ["one"],
+            "src tokenizer",
+            "tgt tokenizer",
+            BatchingOptions(batch_size=16, max_length=40, cache=True),
+        ),
+        {},
+    )
+
+
+def test_training_job_builds_its_pipelines_once(monkeypatch, tmp_path):
+    """One training pipeline and one valid pipeline per run, also when a
+    cooldown makes the job count the run's batches before `fit`."""
+    import keras_tfm.data.batching
+    import keras_tfm.data.streaming
+    from keras_tfm.job.run_config import load_run_config
+    from keras_tfm.job.train import train
+
+    built = []
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def pipeline(*args, **kwargs):
+            built.append(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, pipeline)
+
+    counted(keras_tfm.data.streaming, "stream_dataset")
+    counted(keras_tfm.data.batching, "make_dataset")
+    tiny = Path(__file__).resolve().parent / "configs" / "tiny.toml"
+    config = load_run_config(tiny).updated(
+        {"training.epochs": 1, "training.cooldown_steps": 2}
+    )
+    lines = []
+    train(config, run_dir=tmp_path / "run", export=False, log=lines.append)
+    # 300 numbers less 30 valid and 30 test: 240 pairs, 8 batches of 32.
+    assert "the learning rate cools down to zero over the last 2 of 8 " in "\n".join(
+        lines
+    )
+    assert sorted(built) == ["make_dataset", "stream_dataset"]

@@ -178,7 +178,7 @@ def test_two_workers_read_every_pair_once(tmp_path, files):
     text (one file: every other pair; four files: two whole files each)
     through the distributed dataset: no pair twice, none lost."""
     from keras_tfm.data.numbers_task import write_numbers_task
-    from keras_tfm.data.pipelines import read_parallel
+    from keras_tfm.data.text_files import read_parallel
 
     data_dir = write_numbers_task(
         tmp_path / "data", max_number=700, valid_size=50, test_size=50

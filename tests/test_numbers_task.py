@@ -1,7 +1,7 @@
 import pytest
 
 from keras_tfm.data.numbers_task import number_pairs, split_numbers, write_numbers_task
-from keras_tfm.data.pipelines import read_parallel
+from keras_tfm.data.text_files import read_parallel
 
 # Written out by hand, independently of num2words.
 KNOWN = {

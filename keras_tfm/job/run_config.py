@@ -16,7 +16,7 @@ line when it can be found, the section and the key.
 import dataclasses
 from importlib import resources
 
-from keras_tfm.constants import MAX_NBEST_SIZE
+from keras_tfm.data.options import BatchingOptions
 from keras_tfm.decoding.options import DETERMINISTIC_METHODS, DecodingOptions
 from keras_tfm.errors import ConfigError, FieldError
 from keras_tfm.job.config_file import (
@@ -122,8 +122,8 @@ class TokenizerConfig:
     src_vocab_size: int = 8000
     tgt_vocab_size: int | None = None
     input_sentence_size: int = 2_000_000
-    sampling_alpha: float = 0.0
-    sampling_nbest_size: int = -1
+    sampling_alpha: float = BatchingOptions.sampling_alpha
+    sampling_nbest_size: int = BatchingOptions.sampling_nbest_size
 
     def __post_init__(self):
         check_choice("tokenizer", "model_type", self.model_type, ("bpe", "unigram"))
@@ -133,14 +133,14 @@ class TokenizerConfig:
             # Four ids are reserved: padding, unknown, start and end.
             check_range("tokenizer", name, getattr(self, name), 5)
         check_range("tokenizer", "input_sentence_size", self.input_sentence_size, 1)
-        check_range("tokenizer", "sampling_alpha", self.sampling_alpha, 0.0, 1.0)
-        nbest = self.sampling_nbest_size
-        if nbest != -1 and not 2 <= nbest <= MAX_NBEST_SIZE:
-            raise FieldError(
-                "tokenizer",
-                "sampling_nbest_size",
-                f"must be -1 (all) or in [2, {MAX_NBEST_SIZE}], got {nbest}",
+        try:  # BatchingOptions' own checks, with a placeholder batch size
+            BatchingOptions(
+                batch_size=1,
+                sampling_alpha=self.sampling_alpha,
+                sampling_nbest_size=self.sampling_nbest_size,
             )
+        except FieldError as error:
+            raise FieldError("tokenizer", error.field, error.problem) from None
         if self.shared and self.tgt_vocab_size != self.src_vocab_size:
             raise FieldError(
                 "tokenizer",

@@ -3,6 +3,7 @@
     train(config)
         open_run                the strategy, the run directory, the seed
         prepare_corpus          data, tokenizers, tokenized references
+        make_pipelines          the train and valid input pipelines, built once
         build_model             the Transformer, compiled for the strategy
         fit_model               `model.fit` with the job's callbacks
         average_and_evaluate    checkpoint averaging, test-set scores
@@ -23,6 +24,7 @@ import warnings
 from pathlib import Path
 
 from keras_tfm.errors import ConfigError
+from keras_tfm.job.pipelines import make_pipelines
 from keras_tfm.job.run_config import RunConfig, load_run_config
 from keras_tfm.job.run_directory import RunDirectory
 
@@ -85,10 +87,11 @@ def train(config, *, run_dir=None, strategy_name="auto", export=True, log=print)
     check_strategy_settings(config, strategy_name)
     run = open_run(config, run_dir, strategy_name, log)
     corpus = prepare_corpus(run)
+    pipelines = make_pipelines(run, corpus)
     policy = "mixed_bfloat16" if config.training.mixed_precision else None
     with _dtype_policy(policy):
-        model = build_model(run, corpus)
-        fitted = fit_model(run, model, corpus)
+        model = build_model(run, corpus, pipelines)
+        fitted = fit_model(run, model, corpus, pipelines)
         metrics, translations = average_and_evaluate(run, model, corpus, fitted)
         if run.is_chief:
             save_and_export(run, model, corpus, metrics, translations, export)
@@ -155,7 +158,7 @@ def _worker_role():
 def prepare_corpus(run):
     """Checks the training files in one streaming pass, reads the valid and
     test splits, and learns (or reloads) the tokenizers."""
-    from keras_tfm.data.pipelines import (
+    from keras_tfm.data.text_files import (
         check_parallel_files,
         read_parallel,
         split_files,
@@ -208,7 +211,7 @@ def prepare_tokenizers(settings, directory, src_files, tgt_files):
     learned from both sides (the paper's joint vocabulary, needed to share
     embeddings) and saved as both `src.model` and `tgt.model`.
     """
-    from keras_tfm.data.pipelines import iterate_lines
+    from keras_tfm.data.text_files import iterate_lines
     from keras_tfm.text.tokenizer import Tokenizer, train_sentencepiece
 
     directory.tokenizers.mkdir(parents=True, exist_ok=True)
@@ -232,8 +235,9 @@ def prepare_tokenizers(settings, directory, src_files, tgt_files):
     return [Tokenizer.load(paths[side]) for side in ("src", "tgt")]
 
 
-def build_model(run, corpus):
-    """The Transformer, compiled under the strategy, all state built."""
+def build_model(run, corpus, pipelines):
+    """The Transformer, compiled under the strategy, all state built (on a
+    batch of `pipelines.valid`)."""
     from keras_tfm import training
     from keras_tfm.models.transformer import build_transformer
 
@@ -252,10 +256,9 @@ def build_model(run, corpus):
             "instructions (AMX or AVX512_BF16) and there is no GPU: float32 "
             "(mixed_precision = false) may train faster here"
         )
-    train, valid = _datasets(run, corpus, model_config.max_length)
     total_steps = None
     if settings.cooldown_steps:
-        total_steps = run_steps(settings, train)
+        total_steps = run_steps(settings, pipelines.train)
         if settings.cooldown_steps > total_steps:
             raise ConfigError(
                 f"{config.source}: [training] cooldown_steps is "
@@ -281,7 +284,7 @@ def build_model(run, corpus):
             label_smoothing=settings.label_smoothing,
             jit_compile=settings.jit_compile,
         )
-    example = next(iter(valid))
+    example = next(iter(pipelines.valid))
     xla = training.prepare_for_fit(
         model, strategy, example, accumulate_steps=settings.accumulate_steps
     )
@@ -310,68 +313,13 @@ def run_steps(settings, train):
     return settings.epochs * batches
 
 
-def _datasets(run, corpus, max_length, resumed_epochs=0):
-    """`(train, valid)` pipelines, set up for the strategy.
-
-    A resumed run shuffles with a seed moved by the epochs already done, so
-    that it does not replay the order its first epochs saw.
-    """
-    from keras_tfm import training
-    from keras_tfm.data.pipelines import make_dataset, stream_dataset
-
-    settings = run.config.training
-    common = dict(
-        max_length=max_length,
-        batch_size=settings.batch_size,
-        batch_tokens=settings.batch_tokens,
-    )
-    tokenizers = corpus.tokenizers
-    # Each worker reads only its share of the training text.
-    num_shards, shard_index = training.input_shard(run.strategy)
-    # With accumulation, a training batch holds N batches' worth, which the
-    # train step runs as N micro-batches.
-    n = settings.accumulate_steps
-    train_batching = {
-        key: None if value is None else value * n
-        for key, value in common.items()
-        if key in ("batch_size", "batch_tokens")
-    }
-    # A corpus that the shuffle buffer holds whole is in memory anyway: keep
-    # its token ids rather than tokenizing it again every epoch. Sampled
-    # segmentations must be drawn anew each pass, so they are never kept.
-    shuffle_buffer = run.config.data.shuffle_buffer
-    cache = (
-        not run.config.tokenizer.sampling_alpha
-        and -(-corpus.train_pairs // num_shards) <= shuffle_buffer
-    )
-    train = stream_dataset(
-        *corpus.train,
-        *tokenizers,
-        shuffle=True,
-        shuffle_buffer=shuffle_buffer,
-        seed=settings.seed + resumed_epochs,
-        repeat=settings.steps_per_epoch is not None,
-        num_shards=num_shards,
-        shard_index=shard_index,
-        sampling_alpha=run.config.tokenizer.sampling_alpha,
-        sampling_nbest_size=run.config.tokenizer.sampling_nbest_size,
-        cache=cache,
-        **dict(common, **train_batching),
-    )
-    valid = make_dataset(*corpus.valid, *tokenizers, cache=True, **common)
-    return (
-        training.distribute_options(train, run.strategy, sharded=True),
-        training.distribute_options(valid, run.strategy),
-    )
-
-
 @dataclasses.dataclass
 class Fitted:
     seconds: float
     last_epoch: int  # the last epoch trained (a time limit may end it early)
 
 
-def fit_model(run, model, corpus):
+def fit_model(run, model, corpus, pipelines):
     """`model.fit` with checkpoints, TensorBoard, backup and the job's limits."""
     from keras_tfm.job.callbacks import (
         AttentionImages,
@@ -437,18 +385,15 @@ def fit_model(run, model, corpus):
         f"{run.strategy.num_replicas_in_sync} replica(s) for {plan}; "
         f"run directory {run.directory.path}"
     )
-    train_ds, valid_ds = _datasets(
-        run, corpus, model.get_layer("decoder").max_length, resumed or 0
-    )
     started = time.perf_counter()
     with warnings.catch_warnings():
-        # The pipeline is shuffled by make_dataset, and filtering by length
+        # The pipeline is shuffled by stream_dataset, and filtering by length
         # leaves its size unknown, so Keras' warnings about both are noise.
         warnings.filterwarnings("ignore", message=".*shuffle=True.*")
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
         history = model.fit(
-            train_ds,
-            validation_data=valid_ds,
+            pipelines.train,
+            validation_data=pipelines.valid,
             epochs=epochs,
             steps_per_epoch=settings.steps_per_epoch,
             callbacks=callbacks,
