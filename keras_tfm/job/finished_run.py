@@ -14,6 +14,28 @@ def _flags(section, values):
     }
 
 
+def load_run(run_dir, checkpoint=None):
+    """The model of a finished `keras-tfm train` run, with its tokenizers.
+
+    `load_run(run_dir).generate(["Ein Mann fährt Fahrrad."])` translates
+    with the run's `[evaluation]` decoding settings unless `options` says
+    otherwise.
+
+    Args:
+        run_dir: a `keras-tfm train` run directory.
+        checkpoint: a `.keras` file to load instead of `RUN_DIR/model.keras`,
+            e.g. `RUN_DIR/checkpoints/epoch_010.keras`.
+
+    Returns:
+        A `keras_tfm.models.Transformer` carrying the run's tokenizers.
+
+    Raises:
+        RunDirectoryError: the run lacks its model, config or tokenizers.
+    """
+    run = RunDirectory(run_dir).load(model=checkpoint)
+    return run.model.with_default_options(run.config.evaluation.decoding)
+
+
 def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None, split="test"):
     """Scores a finished run's model on its test set again (or on another
     split, e.g. `valid` to choose decoding settings without the test set).
