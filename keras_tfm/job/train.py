@@ -256,19 +256,11 @@ def build_model(run, corpus, pipelines):
             "instructions (AMX or AVX512_BF16) and there is no GPU: float32 "
             "(mixed_precision = false) may train faster here"
         )
-    total_steps = None
-    if settings.cooldown_steps:
+    total_steps, cooldown_steps = None, settings.cooldown_steps
+    if cooldown_steps:
         total_steps = run_steps(settings, pipelines.train)
-        if settings.cooldown_steps > total_steps:
-            raise ConfigError(
-                f"{config.source}: [training] cooldown_steps is "
-                f"{settings.cooldown_steps}, more than the run's {total_steps} "
-                "optimizer steps"
-            )
-        run.log(
-            f"the learning rate cools down to zero over the last "
-            f"{settings.cooldown_steps} of {total_steps} optimizer steps"
-        )
+        cooldown_steps, line = plan_cooldown(cooldown_steps, total_steps)
+        run.log(line)
     with strategy.scope():
         model = build_transformer(model_config)
         optimizer = training.make_optimizer(
@@ -276,7 +268,7 @@ def build_model(run, corpus, pipelines):
             warmup_steps=settings.warmup_steps,
             scale=settings.learning_rate_scale,
             total_steps=total_steps,
-            cooldown_steps=settings.cooldown_steps,
+            cooldown_steps=cooldown_steps,
         )
         training.compile_model(
             model,
@@ -295,6 +287,22 @@ def build_model(run, corpus, pipelines):
             "compile cross-replica collectives on the CPU)"
         )
     return model
+
+
+def plan_cooldown(cooldown_steps, total_steps):
+    """`(cooldown steps, line to log)` of a run of `total_steps` optimizer
+    steps: a cooldown longer than the run (a `max_steps` that shortens it
+    for a smoke test, say) takes the whole run."""
+    if cooldown_steps > total_steps:
+        return total_steps, (
+            f"cooldown_steps ({cooldown_steps}) is more than the run's "
+            f"{total_steps} optimizer steps: the learning rate cools down to "
+            f"zero over all {total_steps}"
+        )
+    return cooldown_steps, (
+        f"the learning rate cools down to zero over the last "
+        f"{cooldown_steps} of {total_steps} optimizer steps"
+    )
 
 
 def run_steps(settings, train):
@@ -408,10 +416,11 @@ def fit_model(run, model, corpus, pipelines):
         raise FloatingPointError(nan_guard.message)
     schedule = getattr(model.optimizer, "_learning_rate", None)
     planned = getattr(schedule, "total_steps", None)
-    if settings.cooldown_steps and optimizer_steps(model) < planned:
+    cooldown = getattr(schedule, "cooldown_steps", 0)
+    if cooldown and optimizer_steps(model) < planned:
         run.log(
             f"training stopped before the planned {planned} steps: the learning "
-            f"rate's cooldown (the last {settings.cooldown_steps}) did not finish"
+            f"rate's cooldown (the last {cooldown}) did not finish"
         )
     last_epoch = history.epoch[-1] + 1 if history.epoch else settings.epochs
     return Fitted(seconds, last_epoch)
