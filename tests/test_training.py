@@ -633,23 +633,35 @@ def test_make_strategy_on_cpu():
 
 
 # ---------------------------------------------------------------- config
-def test_default_config_is_the_packaged_numbers_toml():
+def test_keras_tfm_train_without_config_loads_the_packaged_numbers_toml(
+    tmp_path, capsys, monkeypatch
+):
+    """The built-in default, package data and the only numbers.toml, is
+    what `keras-tfm train` runs without --config: `--print-config` shows
+    every value the file sets, and the sections' defaults for the rest."""
+    from keras_tfm.cli import main
+    from keras_tfm.job.run_config import RunConfig
+
     packaged = resources.files("keras_tfm").joinpath("configs", "numbers.toml")
-    text = packaged.read_text(encoding="utf-8")
-    # The copy shipped next to the training scripts is the same file.
-    assert (ROOT / "training" / "configs" / "numbers.toml").read_text(
-        encoding="utf-8"
-    ) == text
-    config = load_run_config(None)
-    assert config.source == "<built-in numbers.toml>"
-    assert config == load_run_config(ROOT / "training" / "configs" / "numbers.toml")
-    # Every value the file sets is the config's; the rest are defaults.
-    for section, values in tomllib.loads(text).items():
+    written = tomllib.loads(packaged.read_text(encoding="utf-8"))
+    assert not (ROOT / "training" / "configs" / "numbers.toml").exists()
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--print-config"]) == 0
+    printed = tomllib.loads(capsys.readouterr().out)
+    assert printed["name"] == written["name"] == "numbers"
+    for section, values in written.items():
         if isinstance(values, dict):
             for key, value in values.items():
-                assert getattr(getattr(config, section), key) == value, key
-    assert config.name == "numbers"
-    assert config.data.task == "numbers" and config.model.d_model == 128
+                assert printed[section][key] == value, (section, key)
+    assert printed["data"]["task"] == "numbers" and printed["model"]["d_model"] == 128
+    # Keys the file leaves out.
+    assert printed["data"]["shuffle_buffer"] == 100_000
+    assert printed["tokenizer"]["sampling_alpha"] == 0.0
+    assert printed["training"]["accumulate_steps"] == 1
+    loaded = load_run_config(None)
+    assert loaded.source == "<built-in numbers.toml>"
+    assert RunConfig.from_dict(printed) == loaded
+    assert list(tmp_path.iterdir()) == []  # printed, nothing trained
 
 
 def test_multi30k_config_builds_the_reported_model_under_10m_parameters():
