@@ -1,6 +1,7 @@
 """`keras-tfm` command line: train, evaluate, export, translate, attention."""
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -58,11 +59,8 @@ def _evaluate(args):
         checkpoint=args.checkpoint,
         split=args.split,
         overrides={
-            "method": args.method,
+            **_decoding_flags(args),
             "compare": compare,
-            "beam_size": args.beam_size,
-            "length_penalty": args.length_penalty,
-            "max_length": args.max_length,
             "tokenized_reference": args.tokenized_reference,
         },
     )
@@ -90,10 +88,7 @@ def _export(args):
         name=args.name,
         version=args.version,
         base_dir=args.base_dir,
-        method=args.method,
-        beam_size=args.beam_size,
-        length_penalty=args.length_penalty,
-        max_length=args.max_length,
+        **_decoding_flags(args),
         dtype=args.dtype,
         jit_compile=args.jit_compile,
     )
@@ -147,10 +142,41 @@ def _user_errors():
     return (_UsageError, KerasTfmError)
 
 
-def build_parser():
-    from keras_tfm.decoding.options import DETERMINISTIC_METHODS, DecodingOptions
+def _add_decoding_flags(parser, section):
+    """`--method`, `--beam-size`, ... : one flag per `DecodingOptions`
+    field, with its help text; unset flags keep the run's `[section]`
+    setting, whose default is the field's."""
+    from keras_tfm.decoding.options import DecodingOptions
+    from keras_tfm.decoding.searches import DETERMINISTIC_METHODS
 
-    defaults = DecodingOptions()
+    for field in dataclasses.fields(DecodingOptions):
+        default = "the model's" if field.default is None else field.default
+        arguments = dict(
+            help=f"{field.metadata['help']}; default: the run's [{section}] "
+            f"setting, else {default}"
+        )
+        if field.name == "method":
+            arguments["choices"] = DETERMINISTIC_METHODS
+        else:
+            arguments["type"] = float if field.type is float else int
+        parser.add_argument("--" + field.name.replace("_", "-"), **arguments)
+
+
+def _decoding_flags(args):
+    """The values of the `DecodingOptions` flags (None where unset)."""
+    from keras_tfm.decoding.options import DecodingOptions
+
+    return {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(DecodingOptions)
+    }
+
+
+def build_parser():
+    from keras_tfm.decoding.searches import DETERMINISTIC_METHODS
+    from keras_tfm.export.options import DEFAULT_BASE_DIR, EXPORT_DTYPES
+    from keras_tfm.training.strategy import STRATEGY_NAMES
+
     parser = argparse.ArgumentParser(prog="keras-tfm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a Transformer with model.fit")
@@ -175,8 +201,8 @@ def build_parser():
     )
     train.add_argument(
         "--strategy",
-        default="auto",
-        choices=["auto", "one_device", "mirrored", "multi_worker"],
+        default=STRATEGY_NAMES[0],
+        choices=STRATEGY_NAMES,
     )
     train.add_argument("--run-dir", help="where logs, checkpoints and the model go")
     train.add_argument(
@@ -224,15 +250,10 @@ def build_parser():
         help="a .keras file to score instead of RUN_DIR/model.keras, e.g. "
         "RUN_DIR/checkpoints/epoch_010.keras",
     )
-    evaluate.add_argument(
-        "--method", choices=DETERMINISTIC_METHODS, help="default: the run's"
-    )
+    _add_decoding_flags(evaluate, "evaluation")
     evaluate.add_argument(
         "--compare", help="more methods to score, comma-separated, e.g. greedy"
     )
-    evaluate.add_argument("--beam-size", type=int)
-    evaluate.add_argument("--length-penalty", type=float, help="GNMT alpha")
-    evaluate.add_argument("--max-length", type=int, help="most target tokens")
     evaluate.add_argument(
         "--tokenized-reference",
         help="lowercased Moses-tokenized references of the scored split, relative to "
@@ -268,31 +289,14 @@ def build_parser():
         help="integer version (default: 1 + the highest existing)",
     )
     export.add_argument(
-        "--base-dir", default="saved_models", help="default: saved_models"
+        "--base-dir", default=DEFAULT_BASE_DIR, help=f"default: {DEFAULT_BASE_DIR}"
     )
-    run_default = "default: the run's [export] setting, else"
-    export.add_argument(
-        "--method",
-        choices=DETERMINISTIC_METHODS,
-        help=f"{run_default} {defaults.method}",
-    )
-    export.add_argument(
-        "--beam-size", type=int, help=f"{run_default} {defaults.beam_size}"
-    )
-    export.add_argument(
-        "--length-penalty",
-        type=float,
-        help=f"GNMT alpha; {run_default} {defaults.length_penalty}",
-    )
-    export.add_argument(
-        "--max-length",
-        type=int,
-        help=f"most target tokens generated; {run_default} the model's max_length",
-    )
+    _add_decoding_flags(export, "export")
     export.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16"],
-        help=f"the SavedModel's weights and arithmetic; {run_default} float32",
+        choices=EXPORT_DTYPES,
+        help="the SavedModel's weights and arithmetic; default: the run's "
+        f"[export] setting, else {EXPORT_DTYPES[0]}",
     )
     export.add_argument(
         "--jit-compile",

@@ -31,10 +31,20 @@ class DecodingOptions:
         FieldError: naming the bad field.
     """
 
-    method: str = "beam"
-    beam_size: int = 4
-    length_penalty: float = 0.6
-    max_length: int | None = None
+    # Each field's `help` is also its `keras-tfm` flag's help text.
+    method: str = dataclasses.field(
+        default="beam", metadata={"help": "search method"}
+    )
+    beam_size: int = dataclasses.field(
+        default=4, metadata={"help": "beams per sentence"}
+    )
+    length_penalty: float = dataclasses.field(
+        default=0.6, metadata={"help": "GNMT length penalty alpha"}
+    )
+    max_length: int | None = dataclasses.field(
+        default=None,
+        metadata={"help": "most target tokens generated"},
+    )
 
     def __post_init__(self):
         owner = type(self).__name__

@@ -15,8 +15,6 @@ from pathlib import Path
 
 from keras_tfm.errors import ExportError, VersionExistsError
 
-# Where exports go unless told otherwise: saved_models/NAME/VERSION/.
-DEFAULT_BASE_DIR = "saved_models"
 _VERSION_RE = re.compile(r"^[0-9]+$")
 
 

@@ -1,8 +1,8 @@
 """Scoring and exporting a finished `keras-tfm train` run directory."""
 
-import dataclasses
 from pathlib import Path
 
+from keras_tfm.export.options import DEFAULT_BASE_DIR
 from keras_tfm.job.run_directory import RunDirectory
 
 
@@ -81,7 +81,7 @@ def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None, split=
     return metrics
 
 
-def export_run(run_dir, name, version=None, base_dir="saved_models", **decoding):
+def export_run(run_dir, name, version=None, base_dir=DEFAULT_BASE_DIR, **decoding):
     """Exports the model of a finished run directory for TF Serving.
 
     Decoding options (`method`, `beam_size`, `length_penalty`,
@@ -106,6 +106,7 @@ def export_run(run_dir, name, version=None, base_dir="saved_models", **decoding)
         run = directory.load(overrides=flags)
     except ValueError as error:
         raise ExportError(str(error)) from None
+    settings = run.config.export
     return export_saved_model(
         run.model,
         run.src_tokenizer,
@@ -113,7 +114,10 @@ def export_run(run_dir, name, version=None, base_dir="saved_models", **decoding)
         base_dir=base_dir,
         name=name,
         version=version,
-        **dataclasses.asdict(run.config.export),
+        options=settings.decoding,
+        source_max_length=settings.source_max_length,
+        dtype=settings.dtype,
+        jit_compile=settings.jit_compile,
     )
 
 

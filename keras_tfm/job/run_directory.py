@@ -10,7 +10,7 @@
         backup/                   BackupAndRestore (removed when fit ends)
         model.keras               the final (possibly averaged) model
         metrics.json              test scores, training time, epochs
-        workers/N/                what worker N > 0 of a multi-worker run writes
+        workers/N/                what worker N writes, unless it is the chief
 
 Every file is written to a temporary name beside its place and renamed, so
 a reader sees the old file or the new one, never half of one.
@@ -65,8 +65,8 @@ class RunDirectory:
         return str(self.checkpoints / "epoch_{epoch:03d}.keras")
 
     def worker(self, index):
-        """Where worker `index` writes: this directory for worker 0."""
-        return self if index == 0 else RunDirectory(self.path / "workers" / str(index))
+        """Where a worker that is not the chief writes: `workers/INDEX/`."""
+        return RunDirectory(self.path / "workers" / str(index))
 
     def write_json(self, path, payload):
         text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
