@@ -236,7 +236,7 @@ def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
     import sacrebleu
 
     import keras_tfm.models.transformer  # noqa: F401  (registers the layers)
-    from keras_tfm.job.evaluation import make_translator
+    from keras_tfm.decoding.translator import make_translator
     from keras_tfm.job.run_config import load_run_config
     from keras_tfm.text.tokenizer import Tokenizer
 
@@ -365,7 +365,7 @@ def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_pat
     from test_scoring import reference_bleu
 
     import keras_tfm.models.transformer  # noqa: F401  (registers the layers)
-    from keras_tfm.job.evaluation import make_translator
+    from keras_tfm.decoding.translator import make_translator
     from keras_tfm.job.run_config import load_run_config
     from keras_tfm.text.tokenizer import Tokenizer
 

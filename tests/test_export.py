@@ -22,13 +22,13 @@ import tensorflow as tf
 
 from keras_tfm import DecodingOptions
 from keras_tfm.data.numbers_task import number_pairs
+from keras_tfm.decoding.translator import make_translator
 from keras_tfm.errors import ExportError, VersionExistsError
 from keras_tfm.export.saved_model import (
     export_saved_model,
     find_saved_model,
     saved_model_op_types,
 )
-from keras_tfm.job.evaluation import make_translator
 
 pytestmark = [
     pytest.mark.skipif(
@@ -548,3 +548,49 @@ def test_bfloat16_export_mostly_agrees_with_float32(trained, translator, tmp_pat
     assert agreement > 0.9
     # The model itself is untouched (the export works on a copy).
     assert model.get_layer("encoder").dtype_policy.name == "float32"
+
+
+# ------------------------------------------------------- a run in Python
+def test_load_run_translates_sentences_as_the_token_path_does(trained):
+    """`keras_tfm.load_run(RUN_DIR).generate([...])`, as the README shows it,
+    against tokenizing, decoding and detokenizing by hand (the run's
+    `[evaluation]` decoding: the paper's beam search)."""
+    import keras_tfm
+
+    model = keras_tfm.load_run(trained.run_dir)
+    assert isinstance(model, keras_tfm.Transformer)
+    evaluation = json.loads((trained.run_dir / "config.json").read_text())[
+        "evaluation"
+    ]
+    assert model.default_options == DecodingOptions(
+        evaluation["method"],
+        evaluation["beam_size"],
+        evaluation["length_penalty"],
+        evaluation["max_length"],
+    )
+    sentences = sources([54, 123, 403, 999, 7])
+    translations = model.generate(sentences)
+
+    width = max(len(trained.src.tokenize([s]).to_list()[0]) for s in sentences)
+    ids = np.zeros((len(sentences), width), "int32")
+    for row, sentence in enumerate(sentences):
+        pieces = trained.src.tokenize([sentence]).to_list()[0]
+        ids[row, : len(pieces)] = pieces
+    tokens, _ = keras_tfm.generate(
+        trained.model, ids, model.default_options, append_source_end=True
+    )
+    expected = [
+        text.decode("utf-8") for text in trained.tgt.detokenize(tokens).numpy()
+    ]
+    assert translations == expected
+    assert translations[0] == "fifty-four"  # a number it was trained on
+
+    greedy = model.generate(sentences, DecodingOptions("greedy"))
+    tokens, _ = keras_tfm.generate(
+        trained.model, ids, method="greedy", append_source_end=True
+    )
+    assert greedy == [
+        text.decode("utf-8") for text in trained.tgt.detokenize(tokens).numpy()
+    ]
+    with pytest.raises(TypeError, match="list of sentences"):
+        model.generate(sentences[0])

@@ -145,6 +145,8 @@ def test_save_and_load_in_fresh_process(tmp_path):
         import keras_tfm  # registers the layer classes
         data = np.load({str(tmp_path / "inputs.npz")!r})
         model = keras.models.load_model({str(tmp_path / "m.keras")!r})
+        assert type(model) is keras_tfm.Transformer, type(model)
+        assert model.config.to_dict() == {model.config.to_dict()!r}
         out = model({{"source": data["source"], "target": data["target"]}})
         np.save({str(tmp_path / "out.npy")!r}, keras.ops.convert_to_numpy(out))
         """
@@ -153,6 +155,74 @@ def test_save_and_load_in_fresh_process(tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=tmp_path)
     np.testing.assert_array_equal(
         np.load(tmp_path / "out.npy"), logits(model, source, target)
+    )
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.mark.slow
+def test_model_saved_by_release_0_1_0_loads_and_decodes_the_same(tmp_path):
+    """A run's model.keras as keras_tfm 0.1.0 wrote it (a plain functional
+    model with its compiled optimizer), loaded after `import keras_tfm` in a
+    fresh process: its logits and greedy tokens equal those 0.1.0 computed."""
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, keras
+        import keras_tfm
+        from keras_tfm.models.legacy import upgrade_model
+        saved = keras.models.load_model(
+            {str(FIXTURES / "keras_tfm_0.1.0_model.keras")!r}
+        )
+        data = np.load({str(FIXTURES / "keras_tfm_0.1.0_model.npz")!r})
+        model = upgrade_model(saved)
+        assert type(model) is keras_tfm.Transformer
+        logits = model({{"source": data["source"], "target": data["target"]}})
+        tokens, scores = model.generate(
+            data["source"], keras_tfm.DecodingOptions("greedy", max_length=8)
+        )
+        np.savez(
+            {str(tmp_path / "out.npz")!r},
+            iterations=int(saved.optimizer.iterations.numpy()),
+            optimizer=type(saved.optimizer).__name__,
+            logits=keras.ops.convert_to_numpy(logits),
+            tokens=keras.ops.convert_to_numpy(tokens),
+            scores=keras.ops.convert_to_numpy(scores),
+        )
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=tmp_path)
+    out = np.load(tmp_path / "out.npz")
+    expected = np.load(FIXTURES / "keras_tfm_0.1.0_model.npz")
+    assert int(out["iterations"]) == int(expected["iterations"]) == 2
+    assert str(out["optimizer"]) == "Adam"
+    np.testing.assert_allclose(out["logits"], expected["logits"], atol=1e-6)
+    np.testing.assert_array_equal(out["tokens"], expected["greedy_tokens"])
+    np.testing.assert_allclose(out["scores"], expected["greedy_scores"], atol=1e-5)
+
+
+def test_config_round_trip_rebuilds_the_same_model():
+    model = build_transformer(small_config(share_embeddings=True, pre_norm=True))
+    rng = np.random.default_rng(4)
+    source = rng.integers(1, 40, (2, 6)).astype("int32")
+    target = rng.integers(1, 40, (2, 4)).astype("int32")
+    clone = type(model).from_config(model.get_config())
+    assert clone.config == model.config
+    assert clone.source_embedding is clone.target_embedding
+    clone.set_weights(model.get_weights())
+    np.testing.assert_array_equal(
+        logits(clone, source, target), logits(model, source, target)
+    )
+    # The parts it carries are the layers of its graph.
+    layer_ids = {id(layer) for layer in model.layers}
+    for part in (model.encoder, model.decoder, model.source_embedding):
+        assert id(part) in layer_ids
+    # project() is the graph's last step: decoder states -> the same logits.
+    memory = model.encoder(model.source_embedding(source))
+    hidden = model.decoder(model.target_embedding(target), memory)
+    np.testing.assert_allclose(
+        to_numpy(model.project(hidden)), logits(model, source, target), atol=1e-6
     )
 
 

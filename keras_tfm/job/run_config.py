@@ -19,6 +19,7 @@ from importlib import resources
 from keras_tfm.data.options import BatchingOptions
 from keras_tfm.decoding.options import DETERMINISTIC_METHODS, DecodingOptions
 from keras_tfm.errors import ConfigError, FieldError
+from keras_tfm.export.options import EXPORT_DTYPES
 from keras_tfm.job.config_file import (
     build_config,
     check_choice,
@@ -42,7 +43,6 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG = "numbers"
-_DECODING = DecodingOptions()
 
 
 # ------------------------------------------------------------------ sections
@@ -294,16 +294,11 @@ class TrainingConfig:
             check_choice("training", "verbose", self.verbose, (0, 1, 2))
 
 
-@dataclasses.dataclass(frozen=True)
-class _DecodingKeys:
-    """The `DecodingOptions` keys of a section, with its defaults."""
+class _DecodingSection:
+    """A section whose keys include `DecodingOptions`' fields (defaults and
+    checks are `DecodingOptions`')."""
 
     section = None  # the TOML section, for messages
-
-    method: str = _DECODING.method
-    beam_size: int = _DECODING.beam_size
-    length_penalty: float = _DECODING.length_penalty
-    max_length: int | None = _DECODING.max_length
 
     def __post_init__(self):
         object.__setattr__(self, "method", self.decoding.method)
@@ -313,13 +308,25 @@ class _DecodingKeys:
         """These keys as `DecodingOptions`, checked for one answer per input."""
         try:
             return DecodingOptions(
-                method=self.method,
-                beam_size=self.beam_size,
-                length_penalty=self.length_penalty,
-                max_length=self.max_length,
+                **{
+                    field.name: getattr(self, field.name)
+                    for field in dataclasses.fields(DecodingOptions)
+                }
             ).require_deterministic()
         except FieldError as error:
             raise FieldError(self.section, error.field, error.problem) from None
+
+
+# `DecodingOptions`' fields, as a section's keys.
+_DecodingKeys = dataclasses.make_dataclass(
+    "_DecodingKeys",
+    [
+        (field.name, field.type, dataclasses.field(default=field.default))
+        for field in dataclasses.fields(DecodingOptions)
+    ],
+    bases=(_DecodingSection,),
+    frozen=True,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,7 +385,7 @@ class ExportConfig(_DecodingKeys):
     def __post_init__(self):
         super().__post_init__()
         check_range("export", "source_max_length", self.source_max_length, 1)
-        check_choice("export", "dtype", self.dtype, ("float32", "bfloat16"))
+        check_choice("export", "dtype", self.dtype, EXPORT_DTYPES)
 
 
 SECTIONS = {

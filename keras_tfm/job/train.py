@@ -132,9 +132,7 @@ def open_run(config, run_dir, strategy_name, log):
 
     directory = RunDirectory(run_dir or Path("runs") / config.name)
     is_chief, index = _worker_role()
-    writes = (
-        directory if is_chief else RunDirectory(directory.path / "workers" / str(index))
-    )
+    writes = directory if is_chief else directory.worker(index)
     writes.path.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.training.seed)
     return Run(config, directory, writes, is_chief, strategy, log)

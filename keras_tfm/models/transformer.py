@@ -35,6 +35,8 @@ class Transformer(keras.Model):
             tokenizers; with them `generate` takes and returns strings.
             They are not saved with the model (`keras-tfm train` keeps them
             in the run directory; `keras_tfm.load_run` attaches them).
+        dtype: the dtype policy of every layer ("float32",
+            "mixed_bfloat16", ...; default: Keras' global policy).
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Example:
@@ -48,23 +50,40 @@ class Transformer(keras.Model):
     """
 
     def __init__(
-        self, config, source_tokenizer=None, target_tokenizer=None, **kwargs
+        self,
+        config,
+        source_tokenizer=None,
+        target_tokenizer=None,
+        dtype=None,
+        **kwargs,
     ):
         if isinstance(config, dict):
             config = TransformerConfig.from_dict(config)
         kwargs.setdefault("name", "transformer")
+        # Every layer computes under one dtype policy (None: Keras' global
+        # one when the model is built), saved with the model.
+        dtype = keras.dtype_policies.get(dtype or keras.config.dtype_policy())
         # === Layers ===
         if config.share_embeddings:
             source_embedding = TokenEmbedding(
-                config.src_vocab_size, config.d_model, name="shared_embedding"
+                config.src_vocab_size,
+                config.d_model,
+                dtype=dtype,
+                name="shared_embedding",
             )
             target_embedding = source_embedding
         else:
             source_embedding = TokenEmbedding(
-                config.src_vocab_size, config.d_model, name="source_embedding"
+                config.src_vocab_size,
+                config.d_model,
+                dtype=dtype,
+                name="source_embedding",
             )
             target_embedding = TokenEmbedding(
-                config.tgt_vocab_size, config.d_model, name="target_embedding"
+                config.tgt_vocab_size,
+                config.d_model,
+                dtype=dtype,
+                name="target_embedding",
             )
         stack_args = dict(
             num_heads=config.num_heads,
@@ -75,12 +94,15 @@ class Transformer(keras.Model):
             pre_norm=config.pre_norm,
             layer_norm_epsilon=config.layer_norm_epsilon,
             max_length=config.max_length,
+            dtype=dtype,
         )
         encoder = Encoder(config.num_encoder_layers, name="encoder", **stack_args)
         decoder = Decoder(config.num_decoder_layers, name="decoder", **stack_args)
         output_logits = None
         if not config.tie_output:
-            output_logits = OutputLogits(config.tgt_vocab_size, name="output_logits")
+            output_logits = OutputLogits(
+                config.tgt_vocab_size, dtype=dtype, name="output_logits"
+            )
 
         # === Functional graph ===
         source = keras.Input(shape=(None,), dtype="int32", name="source")
@@ -198,6 +220,7 @@ class Transformer(keras.Model):
         # graph's own config is not needed.
         return {
             "config": self.config.to_dict(),
+            "dtype": keras.dtype_policies.serialize(self.encoder.dtype_policy),
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -205,6 +228,8 @@ class Transformer(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(TransformerConfig.from_dict(config.pop("config")), **config)
 
 
@@ -227,12 +252,7 @@ def with_dtype_policy(model, policy):
     """A copy of a `Transformer` under another dtype policy ("float32",
     "bfloat16", "mixed_bfloat16", ...), with the same weights (cast to the
     policy's variable dtype) and tokenizers."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        copy = Transformer(model.config)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    copy = Transformer(model.config, dtype=policy)
     copy.set_weights(model.get_weights())
     copy.attach_tokenizers(model.source_tokenizer, model.target_tokenizer)
     return copy.with_default_options(model.default_options)
