@@ -55,7 +55,7 @@ def main():
     )  # fmt: skip
     keras.utils.set_random_seed(0)
     model = keras_tfm.build_transformer(config)
-    bias = model.get_layer("output_logits").bias
+    bias = model.output_logits.bias
     values = keras.ops.convert_to_numpy(bias).copy()
     values[END_ID] = -1e9  # never end early: every row runs the full length
     bias.assign(values)

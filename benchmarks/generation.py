@@ -63,7 +63,7 @@ def default_model(name, vocab_size, max_length):
     keras.utils.set_random_seed(0)
     model = keras_tfm.build_transformer(model_cfg)
     # Never end early: every timed sequence has exactly the requested length.
-    output = model.get_layer("output_logits")
+    output = model.output_logits
     bias = keras.ops.convert_to_numpy(output.bias).copy()
     bias[END_ID] = -1e9
     output.bias.assign(bias)

@@ -460,6 +460,29 @@ def test_invalid_arguments(options, message, models):
         generate(models["random"], random_sources(0, 1, 4), **options)
 
 
+def test_options_object_and_its_overrides(models):
+    """`DecodingOptions` passed as one object decodes what the same settings
+    given one by one decode; a field given by keyword overrides it."""
+    from keras_tfm import DecodingOptions
+
+    model, source = models["random"], random_sources(1, 3, 5)
+    ids = dict(start_id=START, end_id=END)
+    by_keywords = generate(
+        model, source, method="beam", beam_size=3, max_length=8, **ids
+    )
+    options = DecodingOptions("beam", beam_size=3, max_length=8)
+    as_object = generate(model, source, options, **ids)
+    for got, expected in zip(as_object, by_keywords):
+        np.testing.assert_array_equal(to_numpy(got), to_numpy(expected))
+    greedy = generate(model, source, method="greedy", max_length=8, **ids)
+    overridden = generate(model, source, options, method="greedy", **ids)
+    for got, expected in zip(overridden, greedy):
+        np.testing.assert_array_equal(to_numpy(got), to_numpy(expected))
+    with pytest.raises(TypeError, match="not a keras_tfm Transformer"):
+        plain = keras.Model(model.inputs, model.outputs)
+        generate(plain, source, options, **ids)
+
+
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_dynamic_shapes_give_the_compiled_tokens(method, trained):
     """Caches that grow and sentences that leave the batch (eagerly, and in

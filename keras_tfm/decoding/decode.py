@@ -12,6 +12,8 @@ from keras_tfm.errors import FieldError, check_int
 
 # The fields of DecodingOptions that `generate` also takes one by one.
 OPTION_FIELDS = ("method", "beam_size", "length_penalty", "max_length")
+# What decoding reads of a model (`keras_tfm.models.Transformer` has them).
+_PARTS = ("config", "source_embedding", "target_embedding", "encoder", "decoder")
 # `generate`'s other arguments that shape a decoding, with their defaults.
 SETTING_DEFAULTS = dict(
     start_id=START_ID,
@@ -45,6 +47,13 @@ def decoding_options(options=None, **fields):
 
 def resolve(model, settings):
     """The settings checked against the model: `(options, top_k, vocab)`."""
+    if not all(hasattr(model, part) for part in _PARTS):
+        raise TypeError(
+            f"generate: {type(model).__name__} {getattr(model, 'name', '')!r} is "
+            "not a keras_tfm Transformer (build one with keras_tfm.Transformer; "
+            "keras_tfm.models.legacy.upgrade_model converts a model saved by "
+            "keras_tfm 0.1.0)"
+        )
     vocab_size = model.config.tgt_vocab_size
     start_id, end_id = settings["start_id"], settings["end_id"]
     temperature, top_k = settings["temperature"], settings["top_k"]

@@ -46,7 +46,7 @@ class Transformer(keras.Model):
     >>> logits = model({"source": source_ids, "target": target_ids})
     >>> tokens, scores = model.generate(source_ids)  # beam 4, penalty 0.6
     >>> run = keras_tfm.load_run("runs/multi30k_de_en")
-    >>> run.generate(["Ein Mann fährt Fahrrad."])    # ["A man rides a bike."]
+    >>> run.generate(["Ein Mann fährt Fahrrad."])    # one English sentence
     """
 
     def __init__(
