@@ -4,8 +4,9 @@
 `check_type` checks each value against its dataclass field's annotation,
 `unknown_name` suggests the closest valid name, and `Locator` finds the line
 of a key in the file's text for the message. `toml_value` writes values
-back. Nothing here knows the training job's sections (`keras_tfm.job.run_config`
-defines them).
+back. Nothing here knows the training job's sections
+(`keras_tfm.job.training_sections` and `keras_tfm.job.decoding_sections`
+define them, `keras_tfm.job.run_config` puts them together).
 """
 
 import dataclasses

@@ -54,8 +54,8 @@ def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None, split=
         The metrics `train` computes, without the training fields.
     """
     from keras_tfm.data.text_files import read_parallel
+    from keras_tfm.job.corpus import data_directory
     from keras_tfm.job.evaluation import read_tokenized_reference, score_test_set
-    from keras_tfm.job.train import data_directory
 
     directory = RunDirectory(run_dir)
     overrides = dict(overrides or {})
