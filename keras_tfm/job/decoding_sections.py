@@ -50,6 +50,7 @@ _DecodingKeys = dataclasses.make_dataclass(
     bases=(_DecodingSection,),
     frozen=True,
 )
+_DecodingKeys.__module__ = __name__  # make_dataclass would say "types"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -171,6 +171,7 @@ def _model_section():
 
 
 ModelConfig = _model_section()
+ModelConfig.__module__ = __name__  # make_dataclass would say "types"
 
 
 @dataclasses.dataclass(frozen=True)
