@@ -10,7 +10,7 @@ A variant's cost is its step time against `keras_tfm` (as shipped):
 - `keras_dropout`: Keras' `Dropout` (bfloat16 draws, a select forward and
   backward) instead of keras_tfm's (float32 draws, a mask product);
 - `dropout_16bit`: dropout masks from 16-bit draws, two per 32-bit random
-  number (not adopted: see RESULTS.md);
+  number (not adopted: see benchmarks/HISTORY.md);
 - `keras_adam`: `keras.optimizers.Adam` instead of `keras_tfm.training.Adam`
   (one fused kernel per variable);
 - `explicit_softmax`: the attention as keras_tfm computed it until

@@ -24,9 +24,8 @@ class Adam(keras.optimizers.Adam):
     the update is Keras' own. An embedding's `IndexedSlices` gradient is
     summed per row before the update, so a row used twice in a batch gets
     the square of its summed gradient in `v`, as Adam defines it (Keras'
-    update squares the two slices separately and adds the squares). The
-    `small` training step on the 2-core CPU is 6 to 12% faster with it
-    (`benchmarks/RESULTS.md`).
+    update squares the two slices separately and adds the squares). It
+    makes the training step faster on the CPU (`benchmarks/README.md`).
 
     Under another Keras backend (a model saved by `keras-tfm train` loaded
     under JAX, say) the update is Keras' own too.

@@ -5,11 +5,9 @@ def cpu_has_native_bfloat16(cpuinfo=None):
     """Whether this CPU multiplies bfloat16 matrices in hardware.
 
     TensorFlow's oneDNN kernels use AMX (`amx_bf16`) or AVX-512 BF16
-    (`avx512_bf16`). Without either, bfloat16 is slower than float32: on a
-    2-core AMD EPYC without them, a 2048 x 2048 matmul ran at 74 GFLOP/s in
-    bfloat16 against 87 in float32, and keras_tfm's `mixed_bfloat16`
-    training step took 1.18 times as long as its float32 one
-    (benchmarks/RESULTS.md).
+    (`avx512_bf16`). Without either, bfloat16 matrix products and
+    keras_tfm's `mixed_bfloat16` training step are slower than float32
+    ones (measured on a CPU without them: `benchmarks/README.md`).
 
     Args:
         cpuinfo: the text of `/proc/cpuinfo` (default: read it).
