@@ -8,7 +8,7 @@ from keras_tfm.decoding.options import DecodingOptions
 from keras_tfm.models.transformer import Transformer, build_transformer
 from keras_tfm.models.transformer_config import TransformerConfig
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DecodingOptions",
