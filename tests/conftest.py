@@ -3,17 +3,32 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from support.numbers import NUMBERS_MAX_LENGTH, NUMBERS_TRAIN  # noqa: E402
+from support.paths import TESTS  # noqa: E402
 
 # The files whose tests start training and serving processes take minutes
-# each. Collected first, they start first under `pytest -n 2 --dist loadfile`
-# (CI), so no worker is left running one of them alone at the end.
-LONGEST_FILES = ("test_distributed.py", "test_cli_train.py", "test_export.py")
+# each (paths relative to tests/). Collected first, in this order, they
+# start first under `pytest -n 2 --dist loadfile` (CI), so no worker is left
+# running one of them alone at the end.
+LONGEST_FILES = (
+    "training/test_distributed.py",
+    "job/test_trained_run.py",
+    "export/test_saved_model.py",
+)
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.path.name not in LONGEST_FILES)
+    def rank(item):
+        try:
+            path = item.path.relative_to(TESTS).as_posix()
+        except ValueError:  # a test file outside tests/
+            return len(LONGEST_FILES)
+        if path in LONGEST_FILES:
+            return LONGEST_FILES.index(path)
+        return len(LONGEST_FILES)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True)
@@ -24,38 +39,8 @@ def _seed_and_policy():
     keras.config.set_dtype_policy("float32")
 
 
-def to_numpy(x):
-    return np.asarray(keras.ops.convert_to_numpy(x))
-
-
-def assert_config_round_trip(layer, *call_args, **call_kwargs):
-    """Rebuilds a layer from get_config, copies weights, checks equal outputs."""
-    expected = to_numpy(layer(*call_args, **call_kwargs))
-    config = layer.get_config()
-    clone = layer.__class__.from_config(config)
-    clone(*call_args, **call_kwargs)
-    clone.set_weights(layer.get_weights())
-    assert clone.get_config() == config
-    np.testing.assert_allclose(
-        to_numpy(clone(*call_args, **call_kwargs)), expected, rtol=1e-6, atol=1e-6
-    )
-    # The serialized form must also be resolvable through the registry.
-    rebuilt = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(layer)
-    )
-    assert type(rebuilt) is type(layer)
-
-
-def dtype_name(x):
-    return keras.backend.standardize_dtype(x.dtype)
-
-
 # One tiny numbers model trained for a few seconds, shared by the export
 # tests (SavedModel and CTranslate2): its translations are not degenerate.
-NUMBERS_MAX_LENGTH = 24
-NUMBERS_TRAIN = [n for n in range(1000) if n % 10 != 3]
-
-
 @pytest.fixture(scope="session")
 def trained_numbers(tmp_path_factory):
     """`(model, src, tgt, run_dir)`: a run directory like `keras-tfm train`'s."""
@@ -113,3 +98,22 @@ def trained_numbers(tmp_path_factory):
     run_config = RunConfig.from_dict({"name": "numbers", "model": model_section})
     (run_dir / "config.json").write_text(json.dumps(run_config.to_dict()))
     return SimpleNamespace(model=model, src=src, tgt=tgt, run_dir=run_dir)
+
+
+@pytest.fixture(scope="session")
+def task(tmp_path_factory):
+    """`(data_dir, sources, targets, src_tok, tgt_tok)`: the numbers task up
+    to 599 on disk (500 training pairs) and BPE tokenizers of 128 pieces
+    trained on its training split; for the data pipeline and tokenizer
+    tests, which only read it."""
+    from keras_tfm.data.numbers_task import write_numbers_task
+    from keras_tfm.data.text_files import read_parallel
+    from keras_tfm.text.tokenizer import Tokenizer, train_sentencepiece
+
+    data_dir = write_numbers_task(
+        tmp_path_factory.mktemp("numbers"), max_number=599, valid_size=50, test_size=50
+    )
+    sources, targets = read_parallel(data_dir, "train", "de", "en")
+    src_tok = Tokenizer(train_sentencepiece(sources, 128, "bpe"))
+    tgt_tok = Tokenizer(train_sentencepiece(targets, 128, "bpe"))
+    return data_dir, sources, targets, src_tok, tgt_tok

@@ -1,0 +1,977 @@
+"""`keras-tfm train` end to end: outputs, TensorBoard, resume, NaN, bad input."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+from support.cli_runs import (
+    D_MODEL,
+    EPOCHS,
+    MAX_LENGTH,
+    WARMUP,
+    checkpoint_iterations,
+    cli,
+    epoch_headers,
+    our_stderr_lines,
+    parse_epochs,
+    run_cli,
+    split_lengths,
+)
+from support.events import scalar_events, scalar_events_file
+from support.paths import TINY
+from support.processes import child_env, free_port
+from support.schedules import paper_lr
+
+from keras_tfm.job.run_config import load_run_config
+
+
+def run_cli_command(*args, timeout=240):
+    """`keras-tfm ARGS...` (any command) in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "keras_tfm.cli", *map(str, args)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def label_token_counts(run_dir, split):
+    """Non-padding labels of a split, from the run's own tokenizers."""
+    tgt_len, kept = split_lengths(run_dir, split)
+    return int(tgt_len[kept].sum())
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    # The paper's checkpoint averaging, over both epochs of this run.
+    config = tmp_path_factory.mktemp("tiny") / "tiny.toml"
+    config.write_text(
+        TINY.read_text().replace("[training]", "[training]\naverage_checkpoints = 2")
+    )
+    run_dir = config.parent / "run"
+    result = run_cli(
+        "--config", config, "--run-dir", run_dir, "--epochs", 2, "--no-export"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir, result.stdout
+
+
+@pytest.mark.slow
+def test_config_json_is_the_resolved_config(tiny_run):
+
+    run_dir, _ = tiny_run
+    expected = load_run_config(
+        run_dir.parent / "tiny.toml", overrides={"training.epochs": ("--epochs", 2)}
+    )
+    written = json.loads((run_dir / "config.json").read_text())
+    assert written == expected.to_dict()
+    assert written["training"]["epochs"] == 2
+    assert written["training"]["average_checkpoints"] == 2
+    # Defaults are filled in: the export section the file leaves out.
+    assert written["export"] == {
+        "method": "beam",
+        "beam_size": 4,
+        "length_penalty": 0.6,
+        "max_length": MAX_LENGTH,
+        "source_max_length": MAX_LENGTH,
+        "dtype": "float32",
+        "jit_compile": False,
+    }
+
+
+def test_print_config_prints_the_resolved_config_and_trains_nothing(
+    tmp_path, capsys, monkeypatch
+):
+    from keras_tfm.cli import main
+    from keras_tfm.job.run_config import RunConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(["train", "--config", str(TINY), "--epochs", "2", "--print-config"]) == 0
+    )
+    printed = tomllib.loads(capsys.readouterr().out)
+    expected = load_run_config(TINY, overrides={"training.epochs": ("--epochs", 2)})
+    assert RunConfig.from_dict(printed) == expected
+    assert printed["training"]["epochs"] == 2 and printed["model"]["pre_norm"] is False
+    assert main(["train", "--print-config"]) == 0
+    default = tomllib.loads(capsys.readouterr().out)
+    assert default["name"] == "numbers" and default["training"]["jit_compile"] is True
+    assert list(tmp_path.iterdir()) == []  # no run directory, no files
+
+
+@pytest.mark.slow
+def test_train_restores_the_dtype_policy(tmp_path):
+    """A Python caller's next model is float32 again after a bfloat16 run."""
+    import keras
+
+    from keras_tfm.job.train import train
+
+    config = load_run_config(TINY).updated(
+        {"training.mixed_precision": True, "training.epochs": 1}
+    )
+    assert keras.config.dtype_policy().name == "float32"
+    lines = []
+    train(config, run_dir=tmp_path / "run", export=False, log=lines.append)
+    assert keras.config.dtype_policy().name == "float32"
+    saved = keras.saving.load_model(tmp_path / "run" / "model.keras", compile=False)
+    assert saved.get_layer("encoder").dtype_policy.name == "mixed_bfloat16"
+    assert any(line.startswith("test (greedy): ") for line in lines)
+    # On a CPU without bfloat16 matrix instructions (and no GPU) the log says
+    # float32 may be faster; test_training checks the detection itself.
+    from keras_tfm.training import bfloat16_is_emulated
+
+    notes = [line for line in lines if line.startswith("note: mixed_precision")]
+    assert len(notes) == int(bfloat16_is_emulated())
+
+
+@pytest.mark.slow
+def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
+    import keras
+    import sacrebleu
+
+    import keras_tfm.models.transformer  # noqa: F401  (registers the layers)
+    from keras_tfm.decoding.translator import make_translator
+    from keras_tfm.text.tokenizer import Tokenizer
+
+    run_dir, stdout = tiny_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"sacrebleu", "exact_match", "sentences", "train_seconds"} <= set(metrics)
+    assert metrics["sentences"] == 30 and metrics["epochs"] == 2
+    assert metrics["decoding"] == "greedy" and "export" not in metrics
+    assert 0.0 <= metrics["sacrebleu"] <= 100.0
+    assert 0.0 <= metrics["exact_match"] <= 1.0
+    assert metrics["train_seconds"] > 0
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "epoch_001.keras",
+        "epoch_002.keras",
+    ]
+    # The backup is only for interrupted runs; a finished run removes it.
+    assert not (run_dir / "backup" / "training_metadata.json").exists()
+    assert (
+        json.loads((run_dir / "transformer_config.json").read_text())["d_model"] == 32
+    )
+
+    # Decode the test set again with the saved model; score with sacrebleu here.
+    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    assert model.count_params() == metrics["parameters"]
+    # The saved model holds the mean of the two epochs' weights.
+    assert metrics["averaged_checkpoints"] == 2
+    assert "averaged the weights of epochs 1 to 2\n" in stdout
+    epochs = [
+        keras.saving.load_model(path, compile=False).get_weights()
+        for path in sorted((run_dir / "checkpoints").glob("epoch_*.keras"))
+    ]
+    for got, first, second in zip(model.get_weights(), *epochs):
+        np.testing.assert_allclose(got, (first + second) / 2, rtol=1e-6)
+    assert not np.allclose(epochs[0][0], epochs[1][0])
+    src_tok = Tokenizer.load(run_dir / "tokenizers" / "src.model")
+    tgt_tok = Tokenizer.load(run_dir / "tokenizers" / "tgt.model")
+    translate = make_translator(
+        model, src_tok, tgt_tok, load_run_config(TINY).evaluation.decoding
+    )
+    sources = (run_dir / "data" / "test.de").read_text("utf-8").splitlines()
+    references = (run_dir / "data" / "test.en").read_text("utf-8").splitlines()
+    hypotheses = translate(sources)
+    exact = np.mean([h.strip() == r.strip() for h, r in zip(hypotheses, references)])
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
+    assert metrics["exact_match"] == pytest.approx(exact)
+    assert metrics["sacrebleu"] == pytest.approx(round(bleu, 2))
+    bleu_text = metrics["sacrebleu"]
+    summary = f"test (greedy): sacreBLEU {bleu_text}, exact match {exact:.4f}"
+    assert f"{summary} on 30 sentences\n" in stdout
+    for source, hypothesis, reference in list(zip(sources, hypotheses, references))[:5]:
+        assert f"  {source}  ->  {hypothesis}   (reference: {reference})" in stdout
+
+    # The last sample table was written with the last epoch's weights.
+    translate = make_translator(
+        keras.saving.load_model(
+            run_dir / "checkpoints" / "epoch_002.keras", compile=False
+        ),
+        src_tok,
+        tgt_tok,
+        load_run_config(TINY).evaluation.decoding,
+    )
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    samples = (
+        event_accumulator.EventAccumulator(
+            str(run_dir / "logs" / "samples"),
+            size_guidance={event_accumulator.TENSORS: 0},
+        )
+        .Reload()
+        .Tensors("sample_translations")
+    )
+    assert [e.step for e in samples] == [0, 1]
+    valid_src = (run_dir / "data" / "valid.de").read_text("utf-8").splitlines()[:2]
+    valid_tgt = (run_dir / "data" / "valid.en").read_text("utf-8").splitlines()[:2]
+    rows = [
+        f"| {s} | {r} | {h} |"
+        for s, r, h in zip(valid_src, valid_tgt, translate(valid_src))
+    ]
+    expected = "\n".join(
+        ["| source | reference | translation |", "|---|---|---|", *rows]
+    )
+    assert tf.make_ndarray(samples[-1].tensor_proto).item().decode() == expected
+
+
+def evaluate_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "keras_tfm.cli", "evaluate", *map(str, args)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+@pytest.mark.slow
+def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_path):
+    from keras_tfm.text.scoring import moses_tokenize
+
+    run_dir, _ = tiny_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    references = (run_dir / "data" / "test.en").read_text("utf-8").splitlines()
+    tokenized = tmp_path / "test.tok.en"
+    tokenized.write_text("\n".join(moses_tokenize(references, "en")) + "\n", "utf-8")
+    result = evaluate_cli(
+        run_dir, "--compare", "beam", "--beam-size", 1,
+        "--tokenized-reference", tokenized,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads(result.stdout)
+    lines = our_stderr_lines(result.stderr)
+    assert lines[0].startswith(f"test (greedy): sacreBLEU {metrics['sacrebleu']}, ")
+    assert lines[1].startswith("test (beam): ")
+    # The run's own method first: the saved model decodes the test set to the
+    # same translations as at the end of training.
+    assert evaluated["decoding"] == "greedy"
+    for key in ("sacrebleu", "exact_match", "sentences"):
+        assert evaluated[key] == metrics[key]
+    # Beam search with one beam is greedy search by another code path.
+    beam = evaluated["by_method"]["beam"]
+    assert beam["sacrebleu"] == metrics["sacrebleu"]
+    assert beam["exact_match"] == metrics["exact_match"]
+    assert beam["tokenized_bleu"] == evaluated["tokenized_bleu"]
+    # Tokenized BLEU of the greedy translations, by an independent BLEU.
+    import keras
+    from support.bleu import reference_bleu
+
+    import keras_tfm.models.transformer  # noqa: F401  (registers the layers)
+    from keras_tfm.decoding.translator import make_translator
+    from keras_tfm.text.tokenizer import Tokenizer
+
+    translate = make_translator(
+        keras.saving.load_model(run_dir / "model.keras", compile=False),
+        Tokenizer.load(run_dir / "tokenizers" / "src.model"),
+        Tokenizer.load(run_dir / "tokenizers" / "tgt.model"),
+        load_run_config(TINY).evaluation.decoding,
+    )
+    sources = (run_dir / "data" / "test.de").read_text("utf-8").splitlines()
+    hypotheses = translate(sources)
+    expected = reference_bleu(
+        moses_tokenize(hypotheses, "en"), moses_tokenize(references, "en")
+    )
+    # The translator pads batches to fixed shapes; one sentence at a time
+    # (other row and length padding) gives the same translations.
+    assert [translate([s])[0] for s in sources[:3]] == hypotheses[:3]
+    assert evaluated["tokenized_bleu"] == pytest.approx(expected, abs=0.005)
+
+    # --checkpoint scores one epoch's weights instead of the averaged model.
+    import sacrebleu
+
+    last_epoch = run_dir / "checkpoints" / "epoch_002.keras"
+    result = evaluate_cli(run_dir, "--checkpoint", last_epoch)
+    assert result.returncode == 0, result.stderr[-3000:]
+    translate = make_translator(
+        keras.saving.load_model(last_epoch, compile=False),
+        Tokenizer.load(run_dir / "tokenizers" / "src.model"),
+        Tokenizer.load(run_dir / "tokenizers" / "tgt.model"),
+        load_run_config(TINY).evaluation.decoding,
+    )
+    bleu = sacrebleu.corpus_bleu(translate(sources), [references]).score
+    assert json.loads(result.stdout)["sacrebleu"] == pytest.approx(round(bleu, 2))
+
+    # --split valid scores the validation set (to choose decoding settings
+    # without the test set). A copy of the run whose config names tokenized
+    # test references: they stay out of the valid scores (both splits have
+    # 30 lines here, so nothing else would stop them).
+    import shutil
+
+    copy = tmp_path / "run_copy"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["evaluation"]["tokenized_reference"] = str(tokenized)
+    (copy / "config.json").write_text(json.dumps(config))
+    result = evaluate_cli(copy, "--split", "valid", "--checkpoint", last_epoch)
+    assert result.returncode == 0, result.stderr[-3000:]
+    valid = json.loads(result.stdout)
+    assert valid["split"] == "valid"
+    assert our_stderr_lines(result.stderr)[0].startswith("valid (greedy): ")
+    valid_sources = (copy / "data" / "valid.de").read_text("utf-8").splitlines()
+    valid_refs = (copy / "data" / "valid.en").read_text("utf-8").splitlines()
+    assert valid["sentences"] == len(valid_sources) and valid_sources != sources
+    assert "tokenized_bleu" not in valid
+    valid_hypotheses = translate(valid_sources)
+    bleu = sacrebleu.corpus_bleu(valid_hypotheses, [valid_refs]).score
+    assert valid["sacrebleu"] == pytest.approx(round(bleu, 2))
+    # With its own tokenized references, tokenized BLEU of the valid split.
+    valid_tokenized = tmp_path / "valid.tok.en"
+    valid_tokenized.write_text(
+        "\n".join(moses_tokenize(valid_refs, "en")) + "\n", "utf-8"
+    )
+    result = evaluate_cli(
+        copy, "--split", "valid", "--checkpoint", last_epoch,
+        "--tokenized-reference", valid_tokenized,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = reference_bleu(
+        moses_tokenize(valid_hypotheses, "en"), moses_tokenize(valid_refs, "en")
+    )
+    assert json.loads(result.stdout)["tokenized_bleu"] == pytest.approx(
+        expected, abs=0.005
+    )
+
+
+@pytest.mark.slow
+def test_evaluate_rejects_a_reference_of_the_wrong_length(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    reference = tmp_path / "short.tok.en"
+    reference.write_text("one line\n", encoding="utf-8")
+    result = evaluate_cli(run_dir, "--tokenized-reference", reference)
+    assert result.returncode == 2
+    assert our_stderr_lines(result.stderr) == [
+        f"keras-tfm: error: {reference}: 1 lines, but the test set has 30"
+    ]
+    result = evaluate_cli(
+        run_dir, "--split", "valid", "--tokenized-reference", reference
+    )
+    assert result.returncode == 2
+    assert our_stderr_lines(result.stderr) == [
+        f"keras-tfm: error: {reference}: 1 lines, but the valid set has 30"
+    ]
+    result = evaluate_cli(tmp_path / "no_run")
+    assert result.returncode == 2
+    assert "is not a finished training run: missing" in result.stderr
+
+
+@pytest.fixture
+def tensorboard_server(tiny_run):
+    run_dir, _ = tiny_run
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(run_dir / "logs"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path, **params):
+        url = base + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.stdout.read().decode()[-2000:]
+            try:
+                tags = get("/data/plugin/scalars/tags")
+                if {"train", "validation"} <= set(tags) and "epoch_loss" in tags[
+                    "train"
+                ]:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "TensorBoard did not come up"
+            time.sleep(0.5)
+        yield get
+    finally:
+        # Its own session: the server and the data server it started.
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+        process.stdout.close()
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_logged_scalars_and_samples(
+    tiny_run, tensorboard_server
+):
+    run_dir, stdout = tiny_run
+    get = tensorboard_server
+    printed = parse_epochs(stdout)
+    assert sorted(printed) == [1, 2]
+    steps = printed[1]["steps"]
+
+    assert {"train", "validation", "samples"} <= set(get("/data/runs"))
+    tags = get("/data/plugin/scalars/tags")
+    assert {
+        "epoch_loss",
+        "epoch_accuracy",
+        "epoch_learning_rate",
+        "epoch_tokens_per_second",
+        "epoch_tokens",
+    } <= set(tags["train"])
+    assert {"epoch_loss", "epoch_accuracy", "epoch_tokens"} <= set(tags["validation"])
+
+    def served(run, tag):
+        points = get("/data/plugin/scalars/scalars", run=run, tag=tag)
+        assert [step for _, step, _ in points] == [0, 1]
+        values = [value for _, _, value in points]
+        # Exactly the values in the event files...
+        files = scalar_events(run_dir / "logs" / run, tag)
+        assert values == pytest.approx([files[0], files[1]], rel=1e-7)
+        return np.array(values)
+
+    def printed_values(name):
+        return np.array([printed[1][name], printed[2][name]])
+
+    # ...and those fit printed (4 decimals, or 4 significant digits if small).
+    for run, tag, name in [
+        ("train", "epoch_loss", "loss"),
+        ("train", "epoch_accuracy", "accuracy"),
+        ("validation", "epoch_loss", "val_loss"),
+        ("validation", "epoch_accuracy", "val_accuracy"),
+        ("train", "epoch_tokens_per_second", "tokens_per_second"),
+    ]:
+        np.testing.assert_allclose(
+            served(run, tag), printed_values(name), atol=5.1e-5, rtol=5e-4, err_msg=tag
+        )
+    loss = served("train", "epoch_loss")
+    assert loss[1] < loss[0]
+    assert np.all(served("train", "epoch_tokens_per_second") > 0)
+    # The schedule at the optimizer's step counter, as saved with each epoch:
+    # one count per batch trained (none for the call that finds the data
+    # exhausted at the end of an epoch).
+    iterations = [checkpoint_iterations(run_dir, epoch) for epoch in (1, 2)]
+    assert iterations == [steps, 2 * steps]
+    np.testing.assert_allclose(
+        served("train", "epoch_learning_rate"),
+        paper_lr(iterations, D_MODEL, WARMUP),
+        rtol=1e-6,
+    )
+    # Token counts per epoch, training and validation kept apart.
+    train_tokens, valid_tokens = (
+        label_token_counts(run_dir, "train"),
+        label_token_counts(run_dir, "valid"),
+    )
+    assert train_tokens != valid_tokens
+    np.testing.assert_array_equal(served("train", "epoch_tokens"), [train_tokens] * 2)
+    np.testing.assert_array_equal(
+        served("validation", "epoch_tokens"), [valid_tokens] * 2
+    )
+
+    # The text plugin shows the sample translations of both epochs.
+    assert get("/data/plugin/text/tags") == {"samples": ["sample_translations"]}
+    texts = get("/data/plugin/text/text", run="samples", tag="sample_translations")
+    assert [entry["step"] for entry in texts] == [0, 1]
+    valid_src = (run_dir / "data" / "valid.de").read_text("utf-8").splitlines()[:2]
+    valid_tgt = (run_dir / "data" / "valid.en").read_text("utf-8").splitlines()[:2]
+    for entry in texts:
+        html = entry["text"]
+        assert "<th>source</th>" in html and "<th>translation</th>" in html
+        for source, reference in zip(valid_src, valid_tgt):
+            assert f"<td>{source}</td>\n<td>{reference}</td>" in html
+
+
+@pytest.mark.slow
+def test_run_writes_attention_images_and_step_scalars(tiny_run):
+    """Each epoch, one image per decoder layer for each of the first two
+    validation sentences; every 3 optimizer steps, the step scalars."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    run_dir, stdout = tiny_run
+    images = {}
+    for path in sorted((run_dir / "logs" / "attention").glob("events.*")):
+        accumulator = event_accumulator.EventAccumulator(
+            str(path), size_guidance={event_accumulator.TENSORS: 0}
+        ).Reload()
+        for tag in accumulator.Tags()["tensors"]:
+            for event in accumulator.Tensors(tag):
+                images.setdefault(tag, {})[event.step] = tf.make_ndarray(
+                    event.tensor_proto
+                )
+    # The tiny model has one decoder layer.
+    assert sorted(images) == [
+        "attention/sentence_1/layer_1",
+        "attention/sentence_2/layer_1",
+    ]
+    for by_epoch in images.values():
+        assert sorted(by_epoch) == [0, 1]
+        width, height, png = by_epoch[1]
+        picture = tf.image.decode_png(png).numpy()
+        assert picture.shape[:2] == (int(height), int(width))
+        assert picture.shape[0] > 100 and picture.shape[1] > 300
+        assert picture.std() > 10  # a drawing, not a blank
+    steps = {}
+    for tag in ("loss", "learning_rate", "tokens_per_second", "gradient_norm"):
+        steps[tag] = scalar_events(run_dir / "logs" / "steps", tag)
+    # The optimizer's counter after each step.
+    steps_per_epoch = parse_epochs(stdout)[1]["steps"]
+    counters = list(range(1, 2 * steps_per_epoch + 1))
+    assert counters[-1] == checkpoint_iterations(run_dir, 2)
+    expected = [counter for counter in counters if counter % 3 == 0]
+    assert len(expected) >= 4
+    for tag, values in steps.items():
+        assert sorted(values) == expected, tag
+    np.testing.assert_allclose(
+        [steps["learning_rate"][s] for s in expected],
+        paper_lr(expected, D_MODEL, WARMUP),
+        rtol=1e-6,
+    )
+    assert all(v > 0 for v in steps["gradient_norm"].values())
+    assert all(0 < v < 10 for v in steps["loss"].values())
+
+
+@pytest.mark.slow
+def test_cli_attention_draws_a_png(tiny_run, tmp_path):
+    from matplotlib import image
+
+    run_dir, _ = tiny_run
+    out = tmp_path / "pictures" / "attention.png"
+    result = run_cli_command("attention", run_dir, "vierundfünfzig", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    translation, path = result.stdout.strip().split("\t")
+    assert path == str(out) and translation
+    picture = image.imread(out)
+    assert picture.shape[0] > 100 and picture.std() > 0.05
+    assert [p.name for p in out.parent.iterdir()] == ["attention.png"]
+    empty = run_cli_command("attention", run_dir, "  ", "--out", tmp_path / "e.png")
+    assert empty.returncode == 2
+    assert empty.stderr.strip().endswith(
+        "the sentence is empty: there is nothing to attend to"
+    )
+    assert not (tmp_path / "e.png").exists()
+
+
+def wait_for_backup(path, process, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before its first backup"
+        try:
+            epoch = json.loads(path.read_text())["epoch"]
+            if epoch >= 1:
+                return epoch
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("no backup after one epoch")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_the_backup(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ("--config", TINY, "--run-dir", run_dir, "--no-export")
+    metadata = run_dir / "backup" / "training_metadata.json"
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(
+        cli(*args), env=child_env(), stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for_backup(metadata, first)
+        # Killed during the next epoch: no clean shutdown of any kind.
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        log.close()
+    assert first.returncode == -signal.SIGKILL
+    finished = json.loads(metadata.read_text())["epoch"]
+    assert 1 <= finished < EPOCHS
+    assert not (run_dir / "metrics.json").exists()
+    train_logs = run_dir / "logs" / "train"
+    before = scalar_events(train_logs, "epoch_loss")
+    assert sorted(before) == list(range(finished))
+    old_files = set(train_logs.iterdir())
+
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    out = second.stdout
+    assert (
+        f"resuming from the backup in {run_dir / 'backup'} after epoch {finished}\n"
+        in out
+    )
+    # Only the epochs that were left, numbered as in the first run.
+    assert epoch_headers(out) == [
+        f"Epoch {n}/{EPOCHS}" for n in range(finished + 1, EPOCHS + 1)
+    ]
+    new_files = set(train_logs.iterdir()) - old_files
+    assert new_files
+    resumed = {}
+    for path in new_files:
+        resumed.update(scalar_events_file(path, "epoch_loss"))
+    assert sorted(resumed) == list(range(finished, EPOCHS))
+    # The optimizer's step counter came back too: the schedule goes on from it.
+    printed = parse_epochs(out)
+    steps = printed[EPOCHS]["steps"]
+    iterations = {
+        n: checkpoint_iterations(run_dir, n) for n in range(finished, EPOCHS + 1)
+    }
+    for n in range(finished + 1, EPOCHS + 1):
+        assert iterations[n] - iterations[n - 1] == steps
+        np.testing.assert_allclose(
+            printed[n]["learning_rate"],
+            paper_lr(iterations[n], D_MODEL, WARMUP),
+            atol=5.1e-5,
+        )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == EPOCHS and metrics["sentences"] == 30
+    assert not metadata.exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        f"epoch_{n:03d}.keras" for n in range(1, EPOCHS + 1)
+    ]
+
+
+@pytest.mark.slow
+def test_max_steps_and_fixed_epochs_of_steps(tmp_path):
+    """`steps_per_epoch = 3` with `--max-steps 7`: epochs of 3 steps on the
+    repeating stream, stopped after the 7th optimizer step, then evaluated
+    and saved as usual."""
+    config = tmp_path / "steps.toml"
+    config.write_text(
+        TINY.read_text().replace("epochs = 4", "epochs = 50\nsteps_per_epoch = 3")
+    )
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "--config", config, "--run-dir", run_dir, "--max-steps", 7, "--no-export"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "for 7 optimizer steps" in result.stdout
+    assert epoch_headers(result.stdout) == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
+    assert [checkpoint_iterations(run_dir, n) for n in (1, 2, 3)] == [3, 6, 7]
+    assert sorted(scalar_events(run_dir / "logs" / "validation", "epoch_loss")) == [
+        0,
+        1,
+        2,
+    ]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["sentences"] == 30
+
+
+@pytest.mark.slow
+def test_cooldown_takes_the_learning_rate_to_zero_at_the_counted_last_step(tmp_path):
+    """`cooldown_steps = 10` on the tiny run (4 epochs of batches of 32
+    pairs): the run's length is counted before `fit`, and the rate each
+    epoch ends with is the schedule's, cooled down linearly to 0."""
+    config = tmp_path / "cooldown.toml"
+    config.write_text(
+        TINY.read_text().replace(
+            "learning_rate_scale = 1.0",
+            "learning_rate_scale = 1.0\ncooldown_steps = 10",
+        )
+    )
+    run_dir = tmp_path / "run"
+    result = run_cli("--config", config, "--run-dir", run_dir, "--no-export")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _, kept = split_lengths(run_dir, "train")
+    batches = -(-int(kept.sum()) // 32)
+    total = EPOCHS * batches
+    assert (
+        f"the learning rate cools down to zero over the last 10 of {total} "
+        "optimizer steps" in result.stdout
+    )
+    epochs = parse_epochs(result.stdout)
+    assert sorted(epochs) == [1, 2, 3, 4]
+    for epoch in range(1, EPOCHS + 1):
+        iterations = epoch * batches
+        factor = np.clip((total - iterations) / 10, 0.0, 1.0)
+        expected = float(paper_lr(iterations, D_MODEL, WARMUP)) * factor
+        # fit prints 4 significant digits.
+        assert epochs[epoch]["learning_rate"] == pytest.approx(expected, rel=2e-3)
+    assert epochs[EPOCHS]["learning_rate"] == 0.0
+    assert epochs[EPOCHS - 1]["learning_rate"] < 0.9 * float(
+        paper_lr((EPOCHS - 1) * batches, D_MODEL, WARMUP)
+    )
+    assert checkpoint_iterations(run_dir, EPOCHS) == total
+    assert "did not finish" not in result.stdout
+
+
+@pytest.mark.slow
+def test_nan_loss_exits_3_naming_step_and_epoch(tmp_path):
+    config = tmp_path / "nan.toml"
+    config.write_text(
+        TINY.read_text().replace(
+            "learning_rate_scale = 1.0", "learning_rate_scale = 1e30"
+        )
+    )
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "--config", config, "--run-dir", run_dir, "--epochs", 2, "--no-export"
+    )
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    lines = [
+        line for line in result.stderr.splitlines() if line.startswith("keras-tfm")
+    ]
+    assert len(lines) == 1, result.stderr[-3000:]
+    match = re.fullmatch(
+        r"keras-tfm: error: training stopped: the loss became nan at step (\d+) of "
+        r"epoch 1; lower the learning rate scale, raise warmup_steps, or train in "
+        r"float32",
+        lines[0],
+    )
+    assert match, lines[0]
+    step = int(match.group(1))
+    # Fit stopped right there: its progress line ends at that step.
+    assert re.search(rf"^{step}/{step} - .* loss: nan", result.stdout, re.MULTILINE)
+    assert epoch_headers(result.stdout) == ["Epoch 1/2"]
+    assert not (run_dir / "metrics.json").exists()
+    assert not (run_dir / "model.keras").exists()
+
+
+def write_pairs(directory, split, de, en):
+    (directory / f"{split}.de").write_bytes(de)
+    (directory / f"{split}.en").write_bytes(en)
+
+
+def good_data(directory):
+    directory.mkdir()
+    for split in ("train", "valid", "test"):
+        write_pairs(directory, split, b"eins\nzwei\ndrei\n", b"one\ntwo\nthree\n")
+    return directory
+
+
+def bad_missing(d):
+    (d / "valid.en").unlink()
+    return f"missing file: {d}/valid.en"
+
+
+def bad_line_counts(d):
+    (d / "train.en").write_bytes(b"one\ntwo\n")
+    return f"{d}/train.de has 3 lines but {d}/train.en has 2 lines"
+
+
+def bad_empty(d):
+    (d / "test.de").write_bytes(b"")
+    return f"{d}/test.de: file is empty"
+
+
+def bad_utf8(d):
+    (d / "train.en").write_bytes(b"one\nt\xffo\nthree\n")
+    return f"{d}/train.en, line 2: not valid UTF-8 (byte 0xff at column 2)"
+
+
+DATA_CASES = {
+    "missing_file": bad_missing,
+    "line_counts": bad_line_counts,
+    "empty_file": bad_empty,
+    "not_utf8": bad_utf8,
+}
+
+
+def data_case(name, tmp):
+    """`(expected message, CLI arguments)` of a run on spoilt data."""
+    message = DATA_CASES[name](good_data(tmp / "data"))
+    return message, (
+        "--config",
+        TINY,
+        "--data-dir",
+        tmp / "data",
+        "--src",
+        "de",
+        "--tgt",
+        "en",
+        "--run-dir",
+        tmp / "run",
+        "--no-export",
+    )
+
+
+def config_with(old, new):
+    def make(tmp):
+        path = tmp / "bad.toml"
+        text = TINY.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new, 1))
+        return path
+
+    return make
+
+
+def tiny_line(text):
+    return TINY.read_text().splitlines().index(text) + 1
+
+
+def at(text):
+    """`{path}, line N` of the first line of `text` in the bad config."""
+    return "{path}, line {line:" + text + "}"
+
+
+CONFIG_CASES = {
+    "unknown_key": (
+        config_with("epochs = 4", "epoch = 3"),
+        at("epoch = 3") + ": [training] epoch is unknown; did you mean 'epochs'?",
+    ),
+    "unknown_section": (
+        config_with("[training]", "[trainig]"),
+        at("[trainig]") + ": section [trainig] is unknown; did you mean [training]?",
+    ),
+    "unknown_top_level": (
+        config_with('name = "tiny"', 'nmae = "tiny"'),
+        at('nmae = "tiny"') + ": nmae is unknown; did you mean 'name'?",
+    ),
+    "unknown_field": (
+        config_with("dropout = 0.0", "dropout = 0.0\ncolour = 'red'"),
+        at("colour = 'red'") + ": [model] colour is unknown; valid: 'preset', "
+        "'d_model', 'num_heads', 'd_ff', 'num_encoder_layers', 'num_decoder_layers', "
+        "'dropout', 'attention_dropout', 'activation', 'max_length', "
+        "'share_embeddings', 'tie_output', 'pre_norm', 'layer_norm_epsilon'",
+    ),
+    "dropout": (
+        config_with("dropout = 0.0", "dropout = 1.5"),
+        at("dropout = 1.5") + ": [model] dropout must be in [0, 1), got 1.5",
+    ),
+    "wrong_type": (
+        config_with("epochs = 4", 'epochs = "four"'),
+        at('epochs = "four"') + ": [training] epochs must be an integer, got 'four'",
+    ),
+    "time_limit": (
+        config_with("epochs = 4", "epochs = 4\ntime_limit_minutes = -1"),
+        at("time_limit_minutes = -1")
+        + ": [training] time_limit_minutes must be > 0, got -1.0",
+    ),
+    "time_limit_type": (
+        config_with("epochs = 4", "epochs = 4\ntime_limit_minutes = true"),
+        at("time_limit_minutes = true")
+        + ": [training] time_limit_minutes must be a number, got True",
+    ),
+    "evaluation_method": (
+        config_with('method = "greedy"', 'method = "greedy"\ncompare = ["topk"]'),
+        at('compare = ["topk"]')
+        + ": [evaluation] compare must be one of 'beam', 'greedy', got 'topk'",
+    ),
+    "evaluation_longer_than_model": (
+        config_with(
+            "max_length = 24\nbatch_size = 64", "max_length = 48\nbatch_size = 64"
+        ),
+        at("max_length = 48")
+        + ": [evaluation] max_length is 48, more than [model] max_length 24",
+    ),
+    "shared_embeddings_separate_vocabularies": (
+        config_with("dropout = 0.0", "dropout = 0.0\nshare_embeddings = true"),
+        at("share_embeddings = true") + ": [model] share_embeddings = true needs one "
+        "vocabulary for both languages: set [tokenizer] shared = true",
+    ),
+    "batch_tokens_below_max_length": (
+        config_with("batch_size = 32", "batch_tokens = 16"),
+        at("batch_tokens = 16") + ": [training] batch_tokens is 16, less than "
+        "[model] max_length 24: the longest sentences would fit in no batch",
+    ),
+    "data_dir_missing": (
+        config_with('task = "numbers"', 'task = "files"'),
+        at('task = "files"') + ": [data] task = 'files' needs data_dir: set it or "
+        "pass --data-dir DIR",
+    ),
+    "malformed": (
+        config_with("d_model = 32", "d_model = = 32"),
+        f"{{path}}: Invalid value (at line {tiny_line('d_model = 32')}, column 11)",
+    ),
+    "missing": (
+        lambda tmp: tmp / "no-such.toml",
+        "{path}: cannot read config (No such file or directory)",
+    ),
+}
+
+
+def config_case(name, tmp):
+    make, template = CONFIG_CASES[name]
+    path = make(tmp)
+    lines = path.read_text().splitlines() if path.exists() else []
+    message = re.sub(
+        r"\{line:(.*?)\}", lambda m: str(lines.index(m.group(1)) + 1), template
+    ).replace("{path}", str(path))
+    return message, (
+        "--config",
+        path,
+        "--run-dir",
+        tmp / "run",
+        "--no-export",
+    )
+
+
+def flag_case(name, tmp):
+    return "--epochs 0: [training] epochs must be >= 1, got 0", (
+        "--config", TINY, "--epochs", 0, "--run-dir", tmp / "run", "--no-export",
+    )  # fmt: skip
+
+
+FLAG_CASES = {"epochs_flag": flag_case}
+
+
+def bad_case(name, tmp):
+    if name in FLAG_CASES:
+        return flag_case(name, tmp)
+    return (data_case if name in DATA_CASES else config_case)(name, tmp)
+
+
+@pytest.mark.parametrize("case", [*DATA_CASES, *CONFIG_CASES, *FLAG_CASES])
+def test_bad_input_returns_2_with_one_line(case, tmp_path, capsys):
+    from keras_tfm.cli import main
+
+    message, args = bad_case(case, tmp_path)
+    assert main(["train", *map(str, args)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"keras-tfm: error: {message}\n"
+    assert "Epoch 1/" not in captured.out
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    if case not in DATA_CASES:
+        # Found before any data was read or model built.
+        assert not (tmp_path / "run").exists()
+
+
+def test_bad_input_exit_status_without_traceback(tmp_path):
+    """The real process: exit status 2, one line of our own on stderr."""
+    runs = {}
+    for case in ("not_utf8", "unknown_field"):
+        (tmp_path / case).mkdir()
+        message, args = bad_case(case, tmp_path / case)
+        process = subprocess.Popen(
+            cli(*args),
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        runs[case] = message, process
+    try:
+        for message, process in runs.values():
+            stdout, stderr = process.communicate(timeout=240)
+            assert process.returncode == 2, stdout[-2000:] + stderr[-2000:]
+            assert "Traceback" not in stderr
+            assert our_stderr_lines(stderr) == [f"keras-tfm: error: {message}"]
+    finally:
+        for _, process in runs.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
