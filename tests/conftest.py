@@ -15,6 +15,8 @@ LONGEST_FILES = (
     "training/test_distributed.py",
     "job/test_trained_run.py",
     "export/test_saved_model.py",
+    "job/test_train_command.py",
+    "job/test_resume.py",
 )
 
 

@@ -259,3 +259,23 @@ def test_multi_worker_rules_out_what_each_worker_would_decide_alone(
         for fixed in ("steps_per_epoch = 20", "max_steps = 100"):
             fixed_path = write(tmp_path, f"[training]\n{training}\n{fixed}\n")
             check_strategy_settings(load_run_config(fixed_path), "multi_worker")
+
+
+def test_multi30k_config_builds_the_reported_model_under_10m_parameters():
+    from keras_tfm.models.transformer import build_transformer
+
+    config = load_run_config(
+        ROOT / "training" / "configs" / "multi30k_de_en.toml",
+        overrides={"data.data_dir": ("--data-dir", "multi30k")},
+    )
+    vocab = config.tokenizer.src_vocab_size
+    assert config.tokenizer.shared and vocab == 8000
+    model = build_transformer(config.model.transformer_config(vocab, vocab))
+    # The figure in benchmarks/RESULTS.md; the bound is 10M.
+    assert model.count_params() == 7_577_600 < 10_000_000
+    # One embedding matrix serves both sides and the output projection.
+    d_model = config.model.d_model
+    embeddings = [w for w in model.weights if tuple(w.shape) == (vocab, d_model)]
+    assert len(embeddings) == 1
+    assert [o.method for o in config.evaluation.methods()] == ["beam", "greedy"]
+    assert config.training.time_limit_minutes < 45

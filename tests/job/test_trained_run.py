@@ -1,13 +1,13 @@
-"""`keras-tfm train` end to end: outputs, TensorBoard, resume, NaN, bad input."""
+"""One short `keras-tfm train` run (module fixture) and what it leaves: the
+resolved config, metrics that match an independent evaluation, `keras-tfm
+evaluate` on it, TensorBoard serving its logs, attention pictures."""
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-import tomllib
 import urllib.parse
 import urllib.request
 
@@ -15,40 +15,18 @@ import numpy as np
 import pytest
 from support.cli_runs import (
     D_MODEL,
-    EPOCHS,
     MAX_LENGTH,
     WARMUP,
     checkpoint_iterations,
-    cli,
-    epoch_headers,
     our_stderr_lines,
     parse_epochs,
     run_cli,
     split_lengths,
 )
-from support.events import scalar_events, scalar_events_file
+from support.events import scalar_events
 from support.paths import TINY
 from support.processes import child_env, free_port
 from support.schedules import paper_lr
-
-from keras_tfm.job.run_config import load_run_config
-
-
-def run_cli_command(*args, timeout=240):
-    """`keras-tfm ARGS...` (any command) in a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-m", "keras_tfm.cli", *map(str, args)],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def label_token_counts(run_dir, split):
-    """Non-padding labels of a split, from the run's own tokenizers."""
-    tgt_len, kept = split_lengths(run_dir, split)
-    return int(tgt_len[kept].sum())
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +46,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_config_json_is_the_resolved_config(tiny_run):
+    from keras_tfm.job.run_config import load_run_config
 
     run_dir, _ = tiny_run
     expected = load_run_config(
@@ -89,51 +68,6 @@ def test_config_json_is_the_resolved_config(tiny_run):
     }
 
 
-def test_print_config_prints_the_resolved_config_and_trains_nothing(
-    tmp_path, capsys, monkeypatch
-):
-    from keras_tfm.cli import main
-    from keras_tfm.job.run_config import RunConfig
-
-    monkeypatch.chdir(tmp_path)
-    assert (
-        main(["train", "--config", str(TINY), "--epochs", "2", "--print-config"]) == 0
-    )
-    printed = tomllib.loads(capsys.readouterr().out)
-    expected = load_run_config(TINY, overrides={"training.epochs": ("--epochs", 2)})
-    assert RunConfig.from_dict(printed) == expected
-    assert printed["training"]["epochs"] == 2 and printed["model"]["pre_norm"] is False
-    assert main(["train", "--print-config"]) == 0
-    default = tomllib.loads(capsys.readouterr().out)
-    assert default["name"] == "numbers" and default["training"]["jit_compile"] is True
-    assert list(tmp_path.iterdir()) == []  # no run directory, no files
-
-
-@pytest.mark.slow
-def test_train_restores_the_dtype_policy(tmp_path):
-    """A Python caller's next model is float32 again after a bfloat16 run."""
-    import keras
-
-    from keras_tfm.job.train import train
-
-    config = load_run_config(TINY).updated(
-        {"training.mixed_precision": True, "training.epochs": 1}
-    )
-    assert keras.config.dtype_policy().name == "float32"
-    lines = []
-    train(config, run_dir=tmp_path / "run", export=False, log=lines.append)
-    assert keras.config.dtype_policy().name == "float32"
-    saved = keras.saving.load_model(tmp_path / "run" / "model.keras", compile=False)
-    assert saved.get_layer("encoder").dtype_policy.name == "mixed_bfloat16"
-    assert any(line.startswith("test (greedy): ") for line in lines)
-    # On a CPU without bfloat16 matrix instructions (and no GPU) the log says
-    # float32 may be faster; test_training checks the detection itself.
-    from keras_tfm.training import bfloat16_is_emulated
-
-    notes = [line for line in lines if line.startswith("note: mixed_precision")]
-    assert len(notes) == int(bfloat16_is_emulated())
-
-
 @pytest.mark.slow
 def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
     import keras
@@ -141,6 +75,7 @@ def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
 
     import keras_tfm.models.transformer  # noqa: F401  (registers the layers)
     from keras_tfm.decoding.translator import make_translator
+    from keras_tfm.job.run_config import load_run_config
     from keras_tfm.text.tokenizer import Tokenizer
 
     run_dir, stdout = tiny_run
@@ -269,6 +204,7 @@ def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_pat
 
     import keras_tfm.models.transformer  # noqa: F401  (registers the layers)
     from keras_tfm.decoding.translator import make_translator
+    from keras_tfm.job.run_config import load_run_config
     from keras_tfm.text.tokenizer import Tokenizer
 
     translate = make_translator(
@@ -363,6 +299,23 @@ def test_evaluate_rejects_a_reference_of_the_wrong_length(tiny_run, tmp_path):
     result = evaluate_cli(tmp_path / "no_run")
     assert result.returncode == 2
     assert "is not a finished training run: missing" in result.stderr
+
+
+def label_token_counts(run_dir, split):
+    """Non-padding labels of a split, from the run's own tokenizers."""
+    tgt_len, kept = split_lengths(run_dir, split)
+    return int(tgt_len[kept].sum())
+
+
+def run_cli_command(*args, timeout=240):
+    """`keras-tfm ARGS...` (any command) in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "keras_tfm.cli", *map(str, args)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -571,407 +524,3 @@ def test_cli_attention_draws_a_png(tiny_run, tmp_path):
         "the sentence is empty: there is nothing to attend to"
     )
     assert not (tmp_path / "e.png").exists()
-
-
-def wait_for_backup(path, process, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the run ended before its first backup"
-        try:
-            epoch = json.loads(path.read_text())["epoch"]
-            if epoch >= 1:
-                return epoch
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError("no backup after one epoch")
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_from_the_backup(tmp_path):
-    run_dir = tmp_path / "run"
-    args = ("--config", TINY, "--run-dir", run_dir, "--no-export")
-    metadata = run_dir / "backup" / "training_metadata.json"
-    log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(
-        cli(*args), env=child_env(), stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        wait_for_backup(metadata, first)
-        # Killed during the next epoch: no clean shutdown of any kind.
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
-        log.close()
-    assert first.returncode == -signal.SIGKILL
-    finished = json.loads(metadata.read_text())["epoch"]
-    assert 1 <= finished < EPOCHS
-    assert not (run_dir / "metrics.json").exists()
-    train_logs = run_dir / "logs" / "train"
-    before = scalar_events(train_logs, "epoch_loss")
-    assert sorted(before) == list(range(finished))
-    old_files = set(train_logs.iterdir())
-
-    second = run_cli(*args)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    out = second.stdout
-    assert (
-        f"resuming from the backup in {run_dir / 'backup'} after epoch {finished}\n"
-        in out
-    )
-    # Only the epochs that were left, numbered as in the first run.
-    assert epoch_headers(out) == [
-        f"Epoch {n}/{EPOCHS}" for n in range(finished + 1, EPOCHS + 1)
-    ]
-    new_files = set(train_logs.iterdir()) - old_files
-    assert new_files
-    resumed = {}
-    for path in new_files:
-        resumed.update(scalar_events_file(path, "epoch_loss"))
-    assert sorted(resumed) == list(range(finished, EPOCHS))
-    # The optimizer's step counter came back too: the schedule goes on from it.
-    printed = parse_epochs(out)
-    steps = printed[EPOCHS]["steps"]
-    iterations = {
-        n: checkpoint_iterations(run_dir, n) for n in range(finished, EPOCHS + 1)
-    }
-    for n in range(finished + 1, EPOCHS + 1):
-        assert iterations[n] - iterations[n - 1] == steps
-        np.testing.assert_allclose(
-            printed[n]["learning_rate"],
-            paper_lr(iterations[n], D_MODEL, WARMUP),
-            atol=5.1e-5,
-        )
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == EPOCHS and metrics["sentences"] == 30
-    assert not metadata.exists()
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
-        f"epoch_{n:03d}.keras" for n in range(1, EPOCHS + 1)
-    ]
-
-
-@pytest.mark.slow
-def test_max_steps_and_fixed_epochs_of_steps(tmp_path):
-    """`steps_per_epoch = 3` with `--max-steps 7`: epochs of 3 steps on the
-    repeating stream, stopped after the 7th optimizer step, then evaluated
-    and saved as usual."""
-    config = tmp_path / "steps.toml"
-    config.write_text(
-        TINY.read_text().replace("epochs = 4", "epochs = 50\nsteps_per_epoch = 3")
-    )
-    run_dir = tmp_path / "run"
-    result = run_cli(
-        "--config", config, "--run-dir", run_dir, "--max-steps", 7, "--no-export"
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "for 7 optimizer steps" in result.stdout
-    assert epoch_headers(result.stdout) == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
-    assert [checkpoint_iterations(run_dir, n) for n in (1, 2, 3)] == [3, 6, 7]
-    assert sorted(scalar_events(run_dir / "logs" / "validation", "epoch_loss")) == [
-        0,
-        1,
-        2,
-    ]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == 3 and metrics["sentences"] == 30
-
-
-@pytest.mark.slow
-def test_cooldown_takes_the_learning_rate_to_zero_at_the_counted_last_step(tmp_path):
-    """`cooldown_steps = 10` on the tiny run (4 epochs of batches of 32
-    pairs): the run's length is counted before `fit`, and the rate each
-    epoch ends with is the schedule's, cooled down linearly to 0."""
-    config = tmp_path / "cooldown.toml"
-    config.write_text(
-        TINY.read_text().replace(
-            "learning_rate_scale = 1.0",
-            "learning_rate_scale = 1.0\ncooldown_steps = 10",
-        )
-    )
-    run_dir = tmp_path / "run"
-    result = run_cli("--config", config, "--run-dir", run_dir, "--no-export")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    _, kept = split_lengths(run_dir, "train")
-    batches = -(-int(kept.sum()) // 32)
-    total = EPOCHS * batches
-    assert (
-        f"the learning rate cools down to zero over the last 10 of {total} "
-        "optimizer steps" in result.stdout
-    )
-    epochs = parse_epochs(result.stdout)
-    assert sorted(epochs) == [1, 2, 3, 4]
-    for epoch in range(1, EPOCHS + 1):
-        iterations = epoch * batches
-        factor = np.clip((total - iterations) / 10, 0.0, 1.0)
-        expected = float(paper_lr(iterations, D_MODEL, WARMUP)) * factor
-        # fit prints 4 significant digits.
-        assert epochs[epoch]["learning_rate"] == pytest.approx(expected, rel=2e-3)
-    assert epochs[EPOCHS]["learning_rate"] == 0.0
-    assert epochs[EPOCHS - 1]["learning_rate"] < 0.9 * float(
-        paper_lr((EPOCHS - 1) * batches, D_MODEL, WARMUP)
-    )
-    assert checkpoint_iterations(run_dir, EPOCHS) == total
-    assert "did not finish" not in result.stdout
-
-
-@pytest.mark.slow
-def test_nan_loss_exits_3_naming_step_and_epoch(tmp_path):
-    config = tmp_path / "nan.toml"
-    config.write_text(
-        TINY.read_text().replace(
-            "learning_rate_scale = 1.0", "learning_rate_scale = 1e30"
-        )
-    )
-    run_dir = tmp_path / "run"
-    result = run_cli(
-        "--config", config, "--run-dir", run_dir, "--epochs", 2, "--no-export"
-    )
-    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    lines = [
-        line for line in result.stderr.splitlines() if line.startswith("keras-tfm")
-    ]
-    assert len(lines) == 1, result.stderr[-3000:]
-    match = re.fullmatch(
-        r"keras-tfm: error: training stopped: the loss became nan at step (\d+) of "
-        r"epoch 1; lower the learning rate scale, raise warmup_steps, or train in "
-        r"float32",
-        lines[0],
-    )
-    assert match, lines[0]
-    step = int(match.group(1))
-    # Fit stopped right there: its progress line ends at that step.
-    assert re.search(rf"^{step}/{step} - .* loss: nan", result.stdout, re.MULTILINE)
-    assert epoch_headers(result.stdout) == ["Epoch 1/2"]
-    assert not (run_dir / "metrics.json").exists()
-    assert not (run_dir / "model.keras").exists()
-
-
-def write_pairs(directory, split, de, en):
-    (directory / f"{split}.de").write_bytes(de)
-    (directory / f"{split}.en").write_bytes(en)
-
-
-def good_data(directory):
-    directory.mkdir()
-    for split in ("train", "valid", "test"):
-        write_pairs(directory, split, b"eins\nzwei\ndrei\n", b"one\ntwo\nthree\n")
-    return directory
-
-
-def bad_missing(d):
-    (d / "valid.en").unlink()
-    return f"missing file: {d}/valid.en"
-
-
-def bad_line_counts(d):
-    (d / "train.en").write_bytes(b"one\ntwo\n")
-    return f"{d}/train.de has 3 lines but {d}/train.en has 2 lines"
-
-
-def bad_empty(d):
-    (d / "test.de").write_bytes(b"")
-    return f"{d}/test.de: file is empty"
-
-
-def bad_utf8(d):
-    (d / "train.en").write_bytes(b"one\nt\xffo\nthree\n")
-    return f"{d}/train.en, line 2: not valid UTF-8 (byte 0xff at column 2)"
-
-
-DATA_CASES = {
-    "missing_file": bad_missing,
-    "line_counts": bad_line_counts,
-    "empty_file": bad_empty,
-    "not_utf8": bad_utf8,
-}
-
-
-def data_case(name, tmp):
-    """`(expected message, CLI arguments)` of a run on spoilt data."""
-    message = DATA_CASES[name](good_data(tmp / "data"))
-    return message, (
-        "--config",
-        TINY,
-        "--data-dir",
-        tmp / "data",
-        "--src",
-        "de",
-        "--tgt",
-        "en",
-        "--run-dir",
-        tmp / "run",
-        "--no-export",
-    )
-
-
-def config_with(old, new):
-    def make(tmp):
-        path = tmp / "bad.toml"
-        text = TINY.read_text()
-        assert old in text
-        path.write_text(text.replace(old, new, 1))
-        return path
-
-    return make
-
-
-def tiny_line(text):
-    return TINY.read_text().splitlines().index(text) + 1
-
-
-def at(text):
-    """`{path}, line N` of the first line of `text` in the bad config."""
-    return "{path}, line {line:" + text + "}"
-
-
-CONFIG_CASES = {
-    "unknown_key": (
-        config_with("epochs = 4", "epoch = 3"),
-        at("epoch = 3") + ": [training] epoch is unknown; did you mean 'epochs'?",
-    ),
-    "unknown_section": (
-        config_with("[training]", "[trainig]"),
-        at("[trainig]") + ": section [trainig] is unknown; did you mean [training]?",
-    ),
-    "unknown_top_level": (
-        config_with('name = "tiny"', 'nmae = "tiny"'),
-        at('nmae = "tiny"') + ": nmae is unknown; did you mean 'name'?",
-    ),
-    "unknown_field": (
-        config_with("dropout = 0.0", "dropout = 0.0\ncolour = 'red'"),
-        at("colour = 'red'") + ": [model] colour is unknown; valid: 'preset', "
-        "'d_model', 'num_heads', 'd_ff', 'num_encoder_layers', 'num_decoder_layers', "
-        "'dropout', 'attention_dropout', 'activation', 'max_length', "
-        "'share_embeddings', 'tie_output', 'pre_norm', 'layer_norm_epsilon'",
-    ),
-    "dropout": (
-        config_with("dropout = 0.0", "dropout = 1.5"),
-        at("dropout = 1.5") + ": [model] dropout must be in [0, 1), got 1.5",
-    ),
-    "wrong_type": (
-        config_with("epochs = 4", 'epochs = "four"'),
-        at('epochs = "four"') + ": [training] epochs must be an integer, got 'four'",
-    ),
-    "time_limit": (
-        config_with("epochs = 4", "epochs = 4\ntime_limit_minutes = -1"),
-        at("time_limit_minutes = -1")
-        + ": [training] time_limit_minutes must be > 0, got -1.0",
-    ),
-    "time_limit_type": (
-        config_with("epochs = 4", "epochs = 4\ntime_limit_minutes = true"),
-        at("time_limit_minutes = true")
-        + ": [training] time_limit_minutes must be a number, got True",
-    ),
-    "evaluation_method": (
-        config_with('method = "greedy"', 'method = "greedy"\ncompare = ["topk"]'),
-        at('compare = ["topk"]')
-        + ": [evaluation] compare must be one of 'beam', 'greedy', got 'topk'",
-    ),
-    "evaluation_longer_than_model": (
-        config_with(
-            "max_length = 24\nbatch_size = 64", "max_length = 48\nbatch_size = 64"
-        ),
-        at("max_length = 48")
-        + ": [evaluation] max_length is 48, more than [model] max_length 24",
-    ),
-    "shared_embeddings_separate_vocabularies": (
-        config_with("dropout = 0.0", "dropout = 0.0\nshare_embeddings = true"),
-        at("share_embeddings = true") + ": [model] share_embeddings = true needs one "
-        "vocabulary for both languages: set [tokenizer] shared = true",
-    ),
-    "batch_tokens_below_max_length": (
-        config_with("batch_size = 32", "batch_tokens = 16"),
-        at("batch_tokens = 16") + ": [training] batch_tokens is 16, less than "
-        "[model] max_length 24: the longest sentences would fit in no batch",
-    ),
-    "data_dir_missing": (
-        config_with('task = "numbers"', 'task = "files"'),
-        at('task = "files"') + ": [data] task = 'files' needs data_dir: set it or "
-        "pass --data-dir DIR",
-    ),
-    "malformed": (
-        config_with("d_model = 32", "d_model = = 32"),
-        f"{{path}}: Invalid value (at line {tiny_line('d_model = 32')}, column 11)",
-    ),
-    "missing": (
-        lambda tmp: tmp / "no-such.toml",
-        "{path}: cannot read config (No such file or directory)",
-    ),
-}
-
-
-def config_case(name, tmp):
-    make, template = CONFIG_CASES[name]
-    path = make(tmp)
-    lines = path.read_text().splitlines() if path.exists() else []
-    message = re.sub(
-        r"\{line:(.*?)\}", lambda m: str(lines.index(m.group(1)) + 1), template
-    ).replace("{path}", str(path))
-    return message, (
-        "--config",
-        path,
-        "--run-dir",
-        tmp / "run",
-        "--no-export",
-    )
-
-
-def flag_case(name, tmp):
-    return "--epochs 0: [training] epochs must be >= 1, got 0", (
-        "--config", TINY, "--epochs", 0, "--run-dir", tmp / "run", "--no-export",
-    )  # fmt: skip
-
-
-FLAG_CASES = {"epochs_flag": flag_case}
-
-
-def bad_case(name, tmp):
-    if name in FLAG_CASES:
-        return flag_case(name, tmp)
-    return (data_case if name in DATA_CASES else config_case)(name, tmp)
-
-
-@pytest.mark.parametrize("case", [*DATA_CASES, *CONFIG_CASES, *FLAG_CASES])
-def test_bad_input_returns_2_with_one_line(case, tmp_path, capsys):
-    from keras_tfm.cli import main
-
-    message, args = bad_case(case, tmp_path)
-    assert main(["train", *map(str, args)]) == 2
-    captured = capsys.readouterr()
-    assert captured.err == f"keras-tfm: error: {message}\n"
-    assert "Epoch 1/" not in captured.out
-    assert not (tmp_path / "run" / "metrics.json").exists()
-    if case not in DATA_CASES:
-        # Found before any data was read or model built.
-        assert not (tmp_path / "run").exists()
-
-
-def test_bad_input_exit_status_without_traceback(tmp_path):
-    """The real process: exit status 2, one line of our own on stderr."""
-    runs = {}
-    for case in ("not_utf8", "unknown_field"):
-        (tmp_path / case).mkdir()
-        message, args = bad_case(case, tmp_path / case)
-        process = subprocess.Popen(
-            cli(*args),
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        runs[case] = message, process
-    try:
-        for message, process in runs.values():
-            stdout, stderr = process.communicate(timeout=240)
-            assert process.returncode == 2, stdout[-2000:] + stderr[-2000:]
-            assert "Traceback" not in stderr
-            assert our_stderr_lines(stderr) == [f"keras-tfm: error: {message}"]
-    finally:
-        for _, process in runs.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()

@@ -297,3 +297,17 @@ def test_sampler_bad_arguments(tokenizer):
     before = [type(t).__name__ for t in tokenizer._flatten()]
     tokenizer.sampler(0.1, nbest_size=512)(["Ein Haus."])
     assert [type(t).__name__ for t in tokenizer._flatten()] == before
+
+
+def test_tokenizer_trains_on_a_seeded_sample(task):
+    """`input_sentence_size` bounds what SentencePiece keeps; the sample, and
+    so the model, is the same for the same seed."""
+    _, sources, *_ = task
+    lines = (line for line in sources)
+    first = train_sentencepiece(lines, 64, "bpe", input_sentence_size=200, seed=3)
+    again = train_sentencepiece(
+        iter(sources), 64, "bpe", input_sentence_size=200, seed=3
+    )
+    whole = train_sentencepiece(sources, 64, "bpe")
+    assert first == again
+    assert first != whole
