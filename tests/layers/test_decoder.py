@@ -1,4 +1,5 @@
 import numpy as np
+from support import references
 from support.numerics import assert_config_round_trip, to_numpy
 
 from keras_tfm.layers import Decoder
@@ -12,14 +13,58 @@ def example(seed=0):
     return y, memory, source_padding
 
 
+def randomize_norms(decoder, seed):
+    # LayerNorm starts as identity scale/zero shift; random values make the
+    # reference comparison sensitive to where each norm is applied.
+    rng = np.random.default_rng(seed)
+    norms = [decoder.final_norm] if decoder.final_norm is not None else []
+    for layer in decoder.decoder_layers:
+        norms += [
+            layer.self_attention_norm,
+            layer.cross_attention_norm,
+            layer.feed_forward_norm,
+        ]
+    for norm in norms:
+        norm.set_weights([rng.normal(1, 0.3, w.shape) for w in norm.get_weights()])
+
+
+def numpy_decoder(decoder, y, memory, target_padding, source_padding, pre_norm, eps):
+    """The stack in float64: y + PE (section 3.5), then each layer's NumPy
+    reference, and under pre-norm a final LayerNorm."""
+    y = np.asarray(y, np.float64)
+    memory = np.asarray(memory, np.float64)
+    y = y + references.positional_encoding(range(y.shape[1]), y.shape[2])[None]
+    for layer in decoder.decoder_layers:
+        y = references.decoder_layer(
+            layer, y, memory, target_padding, source_padding, pre_norm, eps
+        )
+    if pre_norm:
+        y = references.layer_norm(y, decoder.final_norm, eps)
+    return y
+
+
 def test_equals_positional_encoding_then_layers():
     y, memory, source_padding = example()
-    decoder = Decoder(num_layers=2, num_heads=4, d_ff=32)
-    got = to_numpy(decoder(y, memory, encoder_sequence_mask=source_padding))
-    x = decoder.positional_encoding(y)
-    for layer in decoder.decoder_layers:
-        x = layer(x, memory, encoder_sequence_mask=source_padding)
-    np.testing.assert_allclose(got, to_numpy(x), atol=1e-6)
+    target_padding = np.array([[1, 1, 1, 1, 0, 0], [1] * 6], bool)
+    for pre_norm in (False, True):
+        decoder = Decoder(
+            num_layers=2, num_heads=4, d_ff=32, pre_norm=pre_norm,
+            layer_norm_epsilon=1e-3,
+        )  # fmt: skip
+        masks = dict(
+            decoder_sequence_mask=target_padding,
+            encoder_sequence_mask=source_padding,
+        )
+        decoder(y, memory, **masks)
+        randomize_norms(decoder, 3)
+        got = to_numpy(decoder(y, memory, **masks))
+        expected = numpy_decoder(
+            decoder, y, memory, target_padding, source_padding, pre_norm, 1e-3
+        )
+        # Padding positions are never read; their values are not specified.
+        np.testing.assert_allclose(got[0, :4], expected[0, :4], atol=2e-5)
+        np.testing.assert_allclose(got[1], expected[1], atol=2e-5)
+        assert (decoder.final_norm is not None) is pre_norm
 
 
 def test_cached_decoding_equals_full_pass():
