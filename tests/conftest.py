@@ -13,9 +13,12 @@ from support.paths import TESTS  # noqa: E402
 # running one of them alone at the end.
 LONGEST_FILES = (
     "training/test_distributed.py",
-    "job/test_trained_run.py",
     "export/test_saved_model.py",
+    "job/test_trained_run.py",
+    "decoding/test_generation.py",
     "job/test_train_command.py",
+    "training/test_train_step.py",
+    "job/test_short_run.py",
     "job/test_resume.py",
 )
 

@@ -121,7 +121,6 @@ def test_existing_output_is_left_untouched(tokenizer, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct2"]
 
 
-@pytest.mark.slow
 def test_cli_export_of_a_trained_run_translates_like_generate(
     trained_numbers, tmp_path
 ):

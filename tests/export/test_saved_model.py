@@ -37,8 +37,6 @@ pytestmark = [
         keras.config.backend() != "tensorflow",
         reason="SavedModel export needs TensorFlow",
     ),
-    # Every test needs the trained model, and several start processes.
-    pytest.mark.slow,
 ]
 
 CLIENT = SERVING_CLIENT
@@ -506,6 +504,7 @@ def serve_batches(saved_model, batches, folder):
     return response, {name: texts(r) for name, r in response["results"].items()}
 
 
+@pytest.mark.slow
 def test_xla_export_translates_like_generate(trained, translator, tmp_path):
     path = export_saved_model(
         trained.model, trained.src, trained.tgt, base_dir=tmp_path, name="xla",
@@ -525,6 +524,7 @@ def test_xla_export_translates_like_generate(trained, translator, tmp_path):
     assert served["one"] == expected[:1] and served["three"] == expected[:3]
 
 
+@pytest.mark.slow
 def test_bfloat16_export_mostly_agrees_with_float32(trained, translator, tmp_path):
     model = trained.model
     path = export_saved_model(

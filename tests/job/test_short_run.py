@@ -54,7 +54,6 @@ def scheduled_lr(iterations, total_steps, cooldown_steps):
     return cooled_down_lr(iterations, D_MODEL, WARMUP, total_steps, cooldown_steps)
 
 
-@pytest.mark.slow
 def test_max_steps_shorter_than_the_cooldown_cools_down_over_the_whole_run(
     short_run,
 ):
@@ -115,7 +114,6 @@ LOAD_AND_PREDICT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "saved, iterations, backend",
     [

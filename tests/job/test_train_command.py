@@ -129,7 +129,6 @@ def test_max_steps_and_fixed_epochs_of_steps(tmp_path):
     assert metrics["epochs"] == 3 and metrics["sentences"] == 30
 
 
-@pytest.mark.slow
 def test_cooldown_takes_the_learning_rate_to_zero_at_the_counted_last_step(tmp_path):
     """`cooldown_steps = 10` on the tiny run (4 epochs of batches of 32
     pairs): the run's length is counted before `fit`, and the rate each

@@ -44,7 +44,6 @@ def tiny_run(tmp_path_factory):
     return run_dir, result.stdout
 
 
-@pytest.mark.slow
 def test_config_json_is_the_resolved_config(tiny_run):
     from keras_tfm.job.run_config import load_run_config
 
@@ -68,7 +67,6 @@ def test_config_json_is_the_resolved_config(tiny_run):
     }
 
 
-@pytest.mark.slow
 def test_run_writes_metrics_that_match_an_independent_evaluation(tiny_run):
     import keras
     import sacrebleu
@@ -170,7 +168,6 @@ def evaluate_cli(*args):
     )
 
 
-@pytest.mark.slow
 def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_path):
     from keras_tfm.text.scoring import moses_tokenize
 
@@ -279,7 +276,6 @@ def test_evaluate_scores_the_saved_run_again_with_more_methods(tiny_run, tmp_pat
     )
 
 
-@pytest.mark.slow
 def test_evaluate_rejects_a_reference_of_the_wrong_length(tiny_run, tmp_path):
     run_dir, _ = tiny_run
     reference = tmp_path / "short.tok.en"
@@ -374,7 +370,6 @@ def tensorboard_server(tiny_run):
         process.stdout.close()
 
 
-@pytest.mark.slow
 def test_tensorboard_serves_the_logged_scalars_and_samples(
     tiny_run, tensorboard_server
 ):
@@ -455,7 +450,6 @@ def test_tensorboard_serves_the_logged_scalars_and_samples(
             assert f"<td>{source}</td>\n<td>{reference}</td>" in html
 
 
-@pytest.mark.slow
 def test_run_writes_attention_images_and_step_scalars(tiny_run):
     """Each epoch, one image per decoder layer for each of the first two
     validation sentences; every 3 optimizer steps, the step scalars."""
@@ -505,7 +499,6 @@ def test_run_writes_attention_images_and_step_scalars(tiny_run):
     assert all(0 < v < 10 for v in steps["loss"].values())
 
 
-@pytest.mark.slow
 def test_cli_attention_draws_a_png(tiny_run, tmp_path):
     from matplotlib import image
 

@@ -6,12 +6,10 @@ import textwrap
 
 import keras
 import numpy as np
-import pytest
 from support.paths import FIXTURES
 from support.processes import child_env
 
 
-@pytest.mark.slow
 def test_model_saved_by_release_0_1_0_loads_and_decodes_the_same(tmp_path):
     """A run's model.keras as keras_tfm 0.1.0 wrote it (a plain functional
     model with its compiled optimizer), loaded after `import keras_tfm` in a

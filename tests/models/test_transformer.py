@@ -111,7 +111,6 @@ def test_mixed_bfloat16_runs_with_float32_logits():
     assert np.all(np.isfinite(history.history["loss"]))
 
 
-@pytest.mark.slow
 def test_save_and_load_in_fresh_process(tmp_path):
     model = build_transformer(small_config(tie_output=True, pre_norm=True))
     rng = np.random.default_rng(3)

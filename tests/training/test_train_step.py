@@ -77,6 +77,7 @@ def test_accumulated_step_is_the_step_of_the_whole_batch():
     assert np.abs(mean_of_means - whole).max() > 100 * 2e-6
 
 
+@pytest.mark.slow
 def test_accumulation_under_mixed_bfloat16():
     batch = accumulation_batch()
     whole, _ = one_sgd_step(batch, policy="mixed_bfloat16")
