@@ -129,7 +129,7 @@ def test_bad_arguments(task, tmp_path):
 
 def test_pipelines_run_without_the_autotuning_thread(task, tmp_path):
     """Destroying an iterator joins tf.data's autotuning thread, which can
-    sleep up to a minute first (RESULTS.md: the stalled epoch boundaries);
+    sleep up to a minute first (benchmarks/HISTORY.md: the stalled epoch boundaries);
     every batched pipeline turns it off."""
     _, sources, targets, src_tok, tgt_tok = task
     (src_path,), (tgt_path,) = write_shards(tmp_path, sources, targets, [len(sources)])
