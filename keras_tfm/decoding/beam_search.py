@@ -50,35 +50,21 @@ class BeamSearch(Search):
     def rows_per_sentence(self):
         return self.beam_size
 
-    def __call__(
-        self,
-        step,
-        state,
-        *,
-        batch,
-        max_length,
-        start_id,
-        end_id,
-        vocab,
-        empty,
-        restrict,
-        compact,
-        n_best,
-    ):
+    def __call__(self, inputs):
         return beam_search(
-            step,
-            state,
-            batch,
-            max_length,
-            start_id,
-            end_id,
-            vocab,
+            inputs.step,
+            inputs.state,
+            inputs.batch,
+            inputs.max_length,
+            inputs.start_id,
+            inputs.end_id,
+            inputs.vocab,
             self.beam_size,
             self.length_penalty,
-            empty,
-            compact=compact,
-            n_best=n_best,
-            restrict=restrict,
+            inputs.empty,
+            compact=inputs.compact,
+            n_best=inputs.n_best,
+            restrict=inputs.restrict,
         )
 
 

@@ -6,6 +6,7 @@ from keras import ops
 from keras_tfm.constants import END_ID, PADDING_ID, START_ID
 from keras_tfm.decoding.decoder_step import decoder_step
 from keras_tfm.decoding.options import DecodingOptions
+from keras_tfm.decoding.search import SearchInputs
 from keras_tfm.decoding.searches import SEARCHES
 from keras_tfm.decoding.token_buffers import append_end, forbid_before
 from keras_tfm.errors import FieldError, check_int
@@ -165,17 +166,19 @@ def decode(
             return forbid_before(logits, end_id, t, min_length)
 
     tokens, scores = search(
-        step,
-        state,
-        batch=batch_size,
-        max_length=max_length,
-        start_id=start_id,
-        end_id=end_id,
-        vocab=vocab_size,
-        empty=empty,
-        restrict=restrict,
-        compact=dynamic_shapes and use_cache,
-        n_best=n_best or 1,
+        SearchInputs(
+            step=step,
+            state=state,
+            batch=batch_size,
+            max_length=max_length,
+            start_id=start_id,
+            end_id=end_id,
+            vocab=vocab_size,
+            empty=empty,
+            restrict=restrict,
+            compact=dynamic_shapes and use_cache,
+            n_best=n_best or 1,
+        )
     )
     if n_best is None:
         return tokens[:, 0], scores[:, 0]

@@ -46,9 +46,9 @@ Example:
 
 import keras
 
-from keras_tfm.constants import END_ID, START_ID
 from keras_tfm.decoding.beam_search import length_penalty
 from keras_tfm.decoding.compiled import compiled_generate, is_traced, make_generate_fn
+from keras_tfm.decoding.decode import SETTING_DEFAULTS as _D
 from keras_tfm.decoding.decode import decode, decoding_options, resolve
 
 __all__ = ["generate", "length_penalty", "make_generate_fn"]
@@ -59,20 +59,20 @@ def generate(
     source_ids,
     options=None,
     *,
-    start_id=START_ID,
-    end_id=END_ID,
+    start_id=_D["start_id"],
+    end_id=_D["end_id"],
     max_length=None,
     method=None,
     beam_size=None,
     length_penalty=None,
-    min_length=0,
-    n_best=None,
-    append_source_end=False,
-    temperature=1.0,
-    top_k=None,
-    top_p=None,
-    seed=None,
-    use_cache=True,
+    min_length=_D["min_length"],
+    n_best=_D["n_best"],
+    append_source_end=_D["append_source_end"],
+    temperature=_D["temperature"],
+    top_k=_D["top_k"],
+    top_p=_D["top_p"],
+    seed=_D["seed"],
+    use_cache=_D["use_cache"],
     jit_compile=True,
     dynamic_shapes=None,
 ):

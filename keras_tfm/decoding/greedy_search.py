@@ -29,25 +29,18 @@ class GreedySearch(Search):
 
     method = "greedy"
 
-    def __call__(
-        self,
-        step,
-        state,
-        *,
-        batch,
-        max_length,
-        start_id,
-        end_id,
-        vocab,
-        empty,
-        restrict,
-        compact,
-        n_best,
-    ):
-        choose = with_restriction(greedy_choice, restrict)
-        search = compacting_greedy_search if compact else sequential_search
+    def __call__(self, inputs):
+        choose = with_restriction(greedy_choice, inputs.restrict)
+        search = compacting_greedy_search if inputs.compact else sequential_search
         tokens, scores = search(
-            step, state, choose, batch, max_length, start_id, end_id, empty
+            inputs.step,
+            inputs.state,
+            choose,
+            inputs.batch,
+            inputs.max_length,
+            inputs.start_id,
+            inputs.end_id,
+            inputs.empty,
         )
         return tokens[:, None], scores[:, None]
 

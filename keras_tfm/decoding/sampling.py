@@ -41,34 +41,20 @@ class RandomSampling(Search):
     def from_options(cls, options, *, temperature, top_k, top_p, seed):
         return cls(temperature, top_k, top_p, seed)
 
-    def __call__(
-        self,
-        step,
-        state,
-        *,
-        batch,
-        max_length,
-        start_id,
-        end_id,
-        vocab,
-        empty,
-        restrict,
-        compact,
-        n_best,
-    ):
+    def __call__(self, inputs):
         uniforms = keras.random.uniform(
-            (max_length, batch), dtype="float32", seed=self.seed
+            (inputs.max_length, inputs.batch), dtype="float32", seed=self.seed
         )
         choose = sampler(uniforms, self.temperature, self.top_k, self.top_p)
         tokens, scores = sequential_search(
-            step,
-            state,
-            with_restriction(choose, restrict),
-            batch,
-            max_length,
-            start_id,
-            end_id,
-            empty,
+            inputs.step,
+            inputs.state,
+            with_restriction(choose, inputs.restrict),
+            inputs.batch,
+            inputs.max_length,
+            inputs.start_id,
+            inputs.end_id,
+            inputs.empty,
         )
         return tokens[:, None], scores[:, None]
 
