@@ -6,9 +6,11 @@ CTranslate2 on the same weights.
 RUN_DIR is a finished `keras-tfm train` run. The script exports its model
 as SavedModels (beam search, 4 beams, and greedy; `--savedmodel-options`
 adds variants such as `dtype=bfloat16`) and as CTranslate2 float32 and int8
-models, then runs the engines in two client processes that import neither
-Keras nor keras_tfm, one for the SavedModels and one for CTranslate2 (so
-that neither's idle threads share the cores with the other's work):
+models, then runs each engine in a client process of its own that imports
+neither Keras nor keras_tfm. One engine per process: CTranslate2 ran 25%
+slower with its three other translators loaded in the same process, idle;
+separate processes also keep one engine's idle thread pools off the cores
+while another works:
 
 * the SavedModel: the `serve` MetaGraph loaded into a TF1 `Session`, run by
   the `serving_default` signature's tensor names (what the C++ model server
@@ -43,15 +45,13 @@ THREADS = 2
 
 
 # --------------------------------------------------------------- the clients
-def client(kind, request_path):
-    """Serves rounds of one kind of engine, asked for on stdin.
+def client(name, request_path):
+    """Serves rounds of the one engine `name`, asked for on stdin.
 
-    `kind` is "saved_model" (imports TensorFlow and TensorFlow Text only)
-    or "ctranslate2" (imports neither): each engine kind runs in its own
-    process, so that one's idle thread pools never share the cores with the
-    other's work. Each line "NAME" on stdin runs that engine over every
-    sentence (and the batch-1 latency sentences for beam search) and
-    answers one JSON line.
+    A SavedModel client imports TensorFlow and TensorFlow Text only, a
+    CTranslate2 client neither. Each line "NAME" on stdin runs the engine
+    over every sentence (and the batch-1 latency sentences for beam search)
+    and answers one JSON line.
     """
     import sentencepiece as spm
 
@@ -59,11 +59,11 @@ def client(kind, request_path):
     sentences = request["sentences"]
     src_sp = spm.SentencePieceProcessor(model_file=request["src_tokenizer"])
     tgt_sp = spm.SentencePieceProcessor(model_file=request["tgt_tokenizer"])
-    specs = {n: e for n, e in request["engines"].items() if e["kind"] == kind}
-    if kind == "saved_model":
-        engines = {n: _saved_model_engine(e["path"]) for n, e in specs.items()}
+    specs = {name: request["engines"][name]}
+    if specs[name]["kind"] == "saved_model":
+        engines = {name: _saved_model_engine(specs[name]["path"])}
     else:
-        engines = {n: _ctranslate2_engine(e, src_sp, tgt_sp) for n, e in specs.items()}
+        engines = {name: _ctranslate2_engine(specs[name], src_sp, tgt_sp)}
     batch_size = request["batch_size"]
     for translate in engines.values():  # warm up: graph optimisation, caches
         translate(sentences[:batch_size])
@@ -135,22 +135,22 @@ def _ctranslate2_engine(spec, src_sp, tgt_sp):
 def run_rounds(request_path, engines, rounds):
     """Alternates the engines round by round; `{name: [answers]}`."""
     clients = {}
-    for kind in sorted({e["kind"] for e in engines.values()}):
-        clients[kind] = subprocess.Popen(
-            [sys.executable, __file__, "--client", kind, str(request_path)],
+    for name in engines:
+        clients[name] = subprocess.Popen(
+            [sys.executable, __file__, "--client", name, str(request_path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        ready = clients[kind].stdout.readline()
+        ready = clients[name].stdout.readline()
         if ready.strip() != "ready":
-            raise RuntimeError(f"the {kind} client did not start: {ready!r}")
+            raise RuntimeError(f"the {name} client did not start: {ready!r}")
     answers = {name: [] for name in engines}
     try:
         for index in range(rounds):
             order = list(engines) if index % 2 == 0 else list(engines)[::-1]
             for name in order:
-                process = clients[engines[name]["kind"]]
+                process = clients[name]
                 process.stdin.write(name + "\n")
                 process.stdin.flush()
                 answers[name].append(json.loads(process.stdout.readline()))
