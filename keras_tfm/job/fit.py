@@ -116,7 +116,7 @@ def fit_model(run, model, corpus, pipelines):
         backup_epoch,
         make_callbacks,
     )
-    from keras_tfm.job.evaluation import make_translator
+    from keras_tfm.decoding.translator import make_translator
     from keras_tfm.training import MaxSteps, optimizer_steps
 
     config, settings = run.config, run.config.training
