@@ -110,13 +110,13 @@ class Fitted:
 
 def fit_model(run, model, corpus, pipelines):
     """`model.fit` with checkpoints, TensorBoard, backup and the job's limits."""
+    from keras_tfm.decoding.translator import make_translator
     from keras_tfm.job.callbacks import (
         AttentionImages,
         SampleTranslations,
         backup_epoch,
         make_callbacks,
     )
-    from keras_tfm.decoding.translator import make_translator
     from keras_tfm.training import MaxSteps, optimizer_steps
 
     config, settings = run.config, run.config.training
