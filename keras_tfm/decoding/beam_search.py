@@ -18,11 +18,11 @@ from keras import ops
 from keras_tfm.constants import MASK_FILL_VALUE, PADDING_ID
 from keras_tfm.decoding.search import Search
 from keras_tfm.decoding.token_buffers import (
-    exclude_padding,
     start_buffer,
     write_column,
     write_rows,
 )
+from keras_tfm.decoding.top_k import top_k
 
 
 class BeamSearch(Search):
@@ -108,8 +108,9 @@ def beam_search(
     Args:
         step: `step(sequences, t, state) -> (logits, state)` as
             `generation.decoder_step` returns it, for `batch * beam_size` rows.
-        state: its initial state, a structure of tensors whose first axis
-            is the `batch * beam_size` rows (caches, source mask).
+        state: its initial state, a tuple: first the self-attention caches,
+            whose first axis is the `batch * beam_size` rows, then entries
+            with one item per example (`fused_decoder_step`), or empty.
         batch: the number of source sentences.
         max_length: the most tokens generated, end token included.
         start_id, end_id: the target's start and end tokens.
@@ -119,10 +120,8 @@ def beam_search(
         empty: bool `(batch,)`, sources of padding only: done from the
             start, returned as padding with score 0.
         compact: drop examples from the batch (and their rows from `state`)
-            as soon as they are done; needs shapes that may change, and a
-            `state` whose first element (the self-attention caches) follows
-            the beams and whose others are the same for all beams of an
-            example (`decoder_step` with `dynamic`).
+            as soon as they are done; needs shapes that may change
+            (`decoder_step` with `dynamic`).
         n_best: hypotheses returned per example (<= beam_size), best first:
             the finished ones, then live ones where fewer finished.
         restrict: `restrict(logits, t) -> logits` applied before ranking
@@ -161,7 +160,7 @@ def beam_search(
 
         def body(t, beams, state):
             beams, state, rows = search.extend(t, beams, state)
-            return t + 1, beams, _take_rows(state, rows)
+            return t + 1, beams, _follow_beams(state, rows)
 
         t, beams, _ = ops.while_loop(
             cond, body, (zero, beams, state), maximum_iterations=max_length
@@ -192,13 +191,13 @@ def beam_search(
         kept_rows = _example_rows(kept, k)
         beams = tuple(ops.take(b, kept, axis=0) for b in beams)
         # The self-attention caches follow the beams: reordered by parent,
-        # then compacted, in one gather. The rest (cross-attention caches,
-        # source mask) is the same for all beams of an example: gathered only
-        # when an example leaves.
+        # then compacted, in one gather. The rest (the encoder's keys, values
+        # and padding bias) has one entry per example: gathered only when an
+        # example leaves.
         caches = _take_rows(state[0], ops.take(rows, kept_rows, axis=0))
         rest = ops.cond(
             ops.any(done),
-            lambda: _take_rows(state[1:], kept_rows),
+            lambda: _take_rows(state[1:], kept),
             lambda: state[1:],
         )
         state = (caches,) + tuple(rest)
@@ -244,12 +243,11 @@ class _Search:
         logits, state = self.step(ops.reshape(alive_seq, (-1, width)), t, state)
         # The 2k best extensions of an example are among the 2k best of each
         # of its beams: rank each beam's tokens, then those k * 2k. Scores
-        # are log-probabilities over every id but padding, without a
-        # log-softmax over the whole vocabulary.
+        # are log-probabilities over every id but padding (which the step
+        # excludes), without a log-softmax over the whole vocabulary.
         per_beam = min(2 * k, self.vocab)
-        logits = exclude_padding(logits)
         normalizer = ops.logsumexp(logits, axis=-1)
-        row_logits, row_tokens = ops.top_k(self.restrict(logits, t), per_beam)
+        row_logits, row_tokens = top_k(self.restrict(logits, t), per_beam)
         row_scores = row_logits - normalizer[:, None]
         candidates = alive_scores[:, :, None] + ops.reshape(
             row_scores, (-1, k, per_beam)
@@ -318,6 +316,13 @@ class _Search:
         )
 
 
+def _follow_beams(state, rows):
+    # Only the caches follow the beams; the rest is per example.
+    if not state:
+        return state
+    return (_take_rows(state[0], rows),) + tuple(state[1:])
+
+
 def _take_rows(state, rows):
     # The step's new state (caches written this step) in the new beam order.
     return keras.tree.map_structure(lambda x: ops.take(x, rows, axis=0), state)
@@ -334,4 +339,7 @@ def _keep(keep, beams, state, ids, k):
     """Only the examples where `keep`: their beams, decoder rows and ids."""
     kept = ops.cast(ops.nonzero(keep)[0], "int32")
     beams = tuple(ops.take(b, kept, axis=0) for b in beams)
-    return beams, _take_rows(state, _example_rows(kept, k)), ops.take(ids, kept, axis=0)
+    state = (_take_rows(state[0], _example_rows(kept, k)),) + _take_rows(
+        tuple(state[1:]), kept
+    )
+    return beams, state, ops.take(ids, kept, axis=0)

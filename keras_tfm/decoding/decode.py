@@ -36,9 +36,7 @@ def decoding_options(options=None, **fields):
     if options is None:
         options = DecodingOptions()
     elif not isinstance(options, DecodingOptions):
-        raise TypeError(
-            f"generate: options must be a DecodingOptions, got {options!r}"
-        )
+        raise TypeError(f"generate: options must be a DecodingOptions, got {options!r}")
     changes = {name: value for name, value in fields.items() if value is not None}
     try:
         return options.replace(**changes) if changes else options
@@ -128,6 +126,7 @@ def decode(
     seed,
     use_cache,
     dynamic_shapes=False,
+    step_weights=None,
 ):
     """One decoding of `source_ids`: `generate` without the compiled-function
     cache (static shapes unless `dynamic_shapes`: traceable by any compiler)."""
@@ -158,6 +157,7 @@ def decode(
         use_cache,
         search.rows_per_sentence,
         dynamic_shapes,
+        step_weights,
     )
     restrict = None
     if min_length:
@@ -183,5 +183,3 @@ def decode(
     if n_best is None:
         return tokens[:, 0], scores[:, 0]
     return tokens, scores
-
-

@@ -75,6 +75,7 @@ def generate(
     use_cache=_D["use_cache"],
     jit_compile=True,
     dynamic_shapes=None,
+    step_weights=None,
 ):
     """Decodes target sequences for a batch of source sequences.
 
@@ -141,6 +142,11 @@ def generate(
             eager execution; impossible under XLA and `jax.jit`. None (the
             default): only where `generate` runs eagerly on TensorFlow
             (`jit_compile=False`); the SavedModel export sets it.
+        step_weights: the decoder's weights as the cached step reads them,
+            `keras_tfm.decoding.fused_step.DecoderStepWeights(model,
+            max_length)`, computed ahead (the SavedModel export keeps them
+            as variables); None computes them in this call. Needs
+            `jit_compile=False` (or a call inside a traced function).
 
     Returns:
         `(token_ids, scores)`:
@@ -200,13 +206,21 @@ def generate(
     )
     resolve(model, settings)  # fails here, not inside a compiled function
     if jit_compile and not is_traced(source_ids):
-        if dynamic_shapes:
-            raise ValueError("generate: dynamic_shapes needs jit_compile=False")
+        for name, value in (
+            ("dynamic_shapes", dynamic_shapes),
+            ("step_weights", step_weights),
+        ):
+            if value:
+                raise ValueError(f"generate: {name} needs jit_compile=False")
         return compiled_generate(model, source_ids, settings)
     if dynamic_shapes is None:
         dynamic_shapes = not is_traced(source_ids)
     if dynamic_shapes and keras.config.backend() != "tensorflow":
         dynamic_shapes = False  # JAX traces every step with static shapes
-    return decode(model, source_ids, dynamic_shapes=dynamic_shapes, **settings)
-
-
+    return decode(
+        model,
+        source_ids,
+        dynamic_shapes=dynamic_shapes,
+        step_weights=step_weights,
+        **settings,
+    )

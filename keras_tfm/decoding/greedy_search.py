@@ -12,7 +12,6 @@ from keras import ops
 from keras_tfm.constants import PADDING_ID
 from keras_tfm.decoding.search import Search
 from keras_tfm.decoding.token_buffers import (
-    exclude_padding,
     log_normalizer,
     start_buffer,
     write_column,
@@ -53,7 +52,7 @@ def with_restriction(choose, restrict):
 
 
 def greedy_choice(logits, t):
-    return ops.cast(ops.argmax(exclude_padding(logits), axis=-1), "int32")
+    return ops.cast(ops.argmax(logits, axis=-1), "int32")
 
 
 def sequential_search(step, state, choose, batch, max_length, start_id, end_id, empty):

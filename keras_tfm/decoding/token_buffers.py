@@ -38,14 +38,15 @@ def exclude_padding(logits):
 
 
 def log_normalizer(logits):
-    """`(rows,)`: log of the sum of `exp(logits)` over every id but padding.
+    """`(rows,)`: log of the sum of `exp(logits)`, for a step's logits, in
+    which padding is already excluded (`decoder_step`).
 
     Padding is never generated, so scores are log-probabilities under the
     distribution over the ids a search can choose. (Subtracting the padding
     term from the full sum instead would cancel catastrophically where a
     model puts most of its mass on padding.)
     """
-    return ops.logsumexp(exclude_padding(logits), axis=-1)
+    return ops.logsumexp(logits, axis=-1)
 
 
 def forbid_before(logits, token, t, min_length):
