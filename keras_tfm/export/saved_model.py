@@ -10,6 +10,7 @@ Layout (TF Serving's model base path is `base_dir/NAME`)::
     base_dir/NAME/1/saved_model.pb
     base_dir/NAME/1/variables/...
     base_dir/NAME/1/assets.extra/keras_tfm_export.json   (decoding options)
+    base_dir/NAME/1/assets.extra/tf_serving_warmup_requests  (replayed at load)
     base_dir/NAME/2/...
 
 Signatures (all batch-major; the batch may be empty):
@@ -73,6 +74,11 @@ from keras_tfm.export.serving_graph import (
     IDS_SIGNATURE,
     SERVING_SIGNATURE,
     build_module,
+)
+from keras_tfm.export.warmup import (
+    WARMUP_FILE,
+    warmup_shapes,
+    write_warmup_requests,
 )
 from keras_tfm.models.transformer import with_dtype_policy
 
@@ -281,6 +287,12 @@ def export_saved_model(
             tensorflow_version=tf.__version__,
         )
         (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        write_warmup_requests(
+            extra / WARMUP_FILE,
+            src_tokenizer,
+            warmup_shapes(options["source_max_length"], jit_compile),
+            SERVING_SIGNATURE,
+        )
         # mkdtemp makes the folder private; a server running as another user
         # must be able to read it.
         for folder, _, _ in os.walk(temp):

@@ -1,8 +1,11 @@
 """The TensorFlow graph a SavedModel export serves: a `tf.Module` with the
 model's variables, the tokenizers and the two signature functions."""
 
+import keras
+
 from keras_tfm.constants import PADDING_ID
 from keras_tfm.decoding.compile_shapes import pad_to_compile_shape
+from keras_tfm.decoding.fused_step import DecoderStepWeights
 from keras_tfm.errors import ExportError
 
 SERVING_SIGNATURE = "serving_default"
@@ -26,6 +29,20 @@ def _tf_variables(model):
             raise ExportError(f"cannot export the variable {variable.path!r}")
         variables.append(value)
     return variables
+
+
+def _step_weights(model, max_length):
+    """The cached decoder step's weights, derived once here and saved as
+    variables (a request then reads them as they are): the model's own
+    variables where the step reads one unchanged, new ones otherwise."""
+    import tensorflow as tf
+
+    def variable(value):
+        if isinstance(value, keras.Variable):
+            return value._value
+        return tf.Variable(value, trainable=False)
+
+    return DecoderStepWeights(model, max_length).map(variable)
 
 
 def _xla_decoding(decode, source_limit):
@@ -57,12 +74,13 @@ def build_module(model, src_tokenizer, tgt_tokenizer, options):
     src_end = src_tokenizer.end_id
     decoding = options["decoding"]
     ids_kwargs = dict(start_id=tgt_tokenizer.start_id, end_id=tgt_tokenizer.end_id)
+    step_weights = _step_weights(model, decoding.max_length)
 
     def decode_graph(ids, dynamic_shapes=True):
         # Plain TensorFlow graphs run with caches that grow step by step.
         return generate(
             model, ids, decoding, jit_compile=False, dynamic_shapes=dynamic_shapes,
-            **ids_kwargs,
+            step_weights=step_weights, **ids_kwargs,
         )  # fmt: skip
 
     decode = decode_graph
@@ -72,10 +90,9 @@ def build_module(model, src_tokenizer, tgt_tokenizer, options):
         )
 
     module = tf.Module(name="keras_tfm_translator")
-    # Tracked so that tf.saved_model.save writes them: the model weights and
-    # the two SentencePiece resources. The Keras model itself is not tracked
-    # (the server does not need it).
-    module.model_variables = _tf_variables(model)
+    # Tracked so that tf.saved_model.save writes them: the weights the
+    # graph reads and the two SentencePiece resources. The Keras model
+    # itself is not tracked (the server does not need it).
     module.src_tokenizer = src_tokenizer
     module.tgt_tokenizer = tgt_tokenizer
 
@@ -127,7 +144,14 @@ def build_module(model, src_tokenizer, tgt_tokenizer, options):
 
     module.translate_ids = translate_ids
     module.serve = serve
-    return module, {
+    signatures = {
         SERVING_SIGNATURE: serve.get_concrete_function(),
         IDS_SIGNATURE: translate_ids.get_concrete_function(),
     }
+    # Only the variables the signatures read: the decoder's own weights are
+    # replaced by the step's (fused) ones and need not ship twice.
+    read = {id(v) for f in signatures.values() for v in f.graph.variables}
+    module.model_variables = [
+        v for v in _tf_variables(model) + step_weights.tensors() if id(v) in read
+    ]
+    return module, signatures
