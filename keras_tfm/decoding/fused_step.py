@@ -30,7 +30,7 @@ import keras
 from keras import ops
 
 from keras_tfm.constants import MASK_FILL_VALUE, PADDING_ID
-from keras_tfm.layers.multi_head_attention import append_to_cache, write_cache
+from keras_tfm.layers.multi_head_attention import write_cache
 from keras_tfm.layers.positional_encoding import sinusoidal_positions
 
 
@@ -81,9 +81,13 @@ def fused_decoder_step(model, source_ids, max_length, repeat, dynamic, weights=N
         # A zero that shape inference cannot see through: the caches start
         # empty with a length the loop changes.
         length = ops.cast(ops.sum(ops.zeros_like(source_ids[:1, :1])), "int32")
-    shape = (rows, weights.heads, length, weights.key_dim)
+    heads, key_dim = weights.heads, weights.key_dim
+    keys_shape = (rows, heads, length, key_dim)
+    if dynamic:
+        keys_shape = (rows, heads, key_dim, length)  # transposed: see _LayerWeights
     caches = tuple(
-        (ops.zeros(shape, dtype), ops.zeros(shape, dtype)) for _ in weights.layers
+        (ops.zeros(keys_shape, dtype), ops.zeros((rows, heads, length, key_dim), dtype))
+        for _ in weights.layers
     )
 
     def step(sequences, t, state):
@@ -231,38 +235,52 @@ class _LayerWeights(_Weights):
         return norm(x + sublayer(x))
 
     def __call__(self, x, t, cache, key_bias, memory, memory_bias, repeat, dynamic):
-        rows = ops.shape(x)[0]
         heads, key_dim = self.heads, self.key_dim
         new_cache = []
 
         def self_attention(x):
             query, key, value = ops.split(_project(x, self.qkv), 3, axis=-1)
-            key, value = (
-                ops.reshape(v, (rows, 1, heads, key_dim)) for v in (key, value)
-            )
+            query = ops.reshape(query, (-1, heads, 1, key_dim))
             if dynamic:
-                keys, values = append_to_cache(cache, key, value)
+                # Keys are kept transposed, `(rows, heads, key_dim, length)`,
+                # so that neither appending nor the product moves them.
+                keys = ops.concatenate(
+                    [cache[0], ops.reshape(key, (-1, heads, key_dim, 1))], axis=3
+                )
+                values = ops.concatenate(
+                    [cache[1], ops.reshape(value, (-1, heads, 1, key_dim))], axis=2
+                )
+                scores = ops.matmul(query, keys)
             else:
-                keys, values = write_cache(cache, t, key, value)
-            new_cache.extend((keys, values))
-            query = ops.reshape(query, (rows, heads, 1, key_dim))
-            scores = ops.matmul(query, ops.swapaxes(keys, 2, 3))
-            if key_bias is not None:
+                keys, values = write_cache(
+                    cache,
+                    t,
+                    ops.reshape(key, (-1, 1, heads, key_dim)),
+                    ops.reshape(value, (-1, 1, heads, key_dim)),
+                )
+                # XLA reads the keys transposed in place.
+                scores = ops.matmul(query, ops.swapaxes(keys, 2, 3))
                 scores = scores + ops.cast(key_bias, scores.dtype)
+            new_cache.extend((keys, values))
             attended = ops.matmul(_softmax(scores), values)
-            return _project(ops.reshape(attended, (rows, self.width)), self.self_output)
+            return _project(ops.reshape(attended, (-1, self.width)), self.self_output)
 
         def cross_attention(x):
-            keys, values = memory  # (batch, heads, source_length, key_dim)
-            # The beams of a sentence are the query rows of one product.
-            query = ops.reshape(_project(x, self.query), (-1, repeat, heads, key_dim))
-            query = ops.transpose(query, (0, 2, 1, 3))
-            scores = ops.matmul(query, ops.swapaxes(keys, 2, 3))
-            scores = scores + ops.cast(memory_bias, scores.dtype)
-            attended = ops.transpose(ops.matmul(_softmax(scores), values), (0, 2, 1, 3))
-            return _project(
-                ops.reshape(attended, (rows, self.width)), self.cross_output
-            )
+            # (batch, heads, key_dim, source_length), (batch, heads, length, key_dim)
+            keys, values = memory
+            query = _project(x, self.query)
+            if repeat > 1:
+                # The beams of a sentence are the query rows of one product.
+                query = ops.reshape(query, (-1, repeat, heads, key_dim))
+                query = ops.transpose(query, (0, 2, 1, 3))
+            else:
+                query = ops.reshape(query, (-1, heads, 1, key_dim))
+            scores = ops.matmul(query, keys) + ops.cast(memory_bias, query.dtype)
+            attended = ops.matmul(_softmax(scores), values)
+            if repeat > 1:
+                attended = ops.transpose(attended, (0, 2, 1, 3))
+            attended = ops.reshape(attended, (-1, self.width))
+            return _project(attended, self.cross_output)
 
         def feed_forward(x):
             return _project(self.activation(_project(x, self.inner)), self.outer)
@@ -332,19 +350,18 @@ class DecoderStepWeights(_Weights):
         self.output = (kernel, ops.cast(bias + padding, "float32"))
 
     def cross_attention_cache(self, memory):
-        """Per layer, `(keys, values)` `(batch, heads, length, key_dim)` of
-        the encoder output, from one product for all layers."""
+        """Per layer, the keys `(batch, heads, key_dim, length)` (transposed
+        for the products of every step) and values `(batch, heads, length,
+        key_dim)` of the encoder output, from one product for all layers."""
         batch, length = ops.shape(memory)[0], ops.shape(memory)[1]
         flat = ops.reshape(ops.cast(memory, self.dtype), (-1, memory.shape[-1]))
         parts = ops.split(_project(flat, self.memory), 2 * len(self.layers), axis=-1)
-        heads = [
-            ops.transpose(
-                ops.reshape(part, (batch, length, self.heads, self.key_dim)),
-                (0, 2, 1, 3),
-            )
-            for part in parts
+        shape = (batch, length, self.heads, self.key_dim)
+        keys = [ops.transpose(ops.reshape(k, shape), (0, 2, 3, 1)) for k in parts[0::2]]
+        values = [
+            ops.transpose(ops.reshape(v, shape), (0, 2, 1, 3)) for v in parts[1::2]
         ]
-        return tuple(zip(heads[0::2], heads[1::2]))
+        return tuple(zip(keys, values))
 
     def logits(self, x):
         kernel, bias = self.output

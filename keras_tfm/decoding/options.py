@@ -32,9 +32,7 @@ class DecodingOptions:
     """
 
     # Each field's `help` is also its `keras-tfm` flag's help text.
-    method: str = dataclasses.field(
-        default="beam", metadata={"help": "search method"}
-    )
+    method: str = dataclasses.field(default="beam", metadata={"help": "search method"})
     beam_size: int = dataclasses.field(
         default=4, metadata={"help": "beams per sentence"}
     )

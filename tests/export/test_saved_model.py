@@ -146,6 +146,7 @@ def served(exported, trained, tmp_path_factory):
             "empty_batch": [],
         },
         "repeat": {"batch": "mixed_256", "warmup": 3, "count": 30},
+        "replay_warmup": True,
     }
     request_path = folder / "request.json"
     response_path = folder / "response.json"
@@ -294,6 +295,20 @@ def test_repeated_calls_do_not_grow_memory(served):
 
 
 # ----------------------------------------------------------------- tooling
+def test_warmup_requests_replay_as_tf_serving_does(served, trained):
+    """Every export carries warmup requests for `serving_default` that the
+    server can run: a batch of 1 and one of 8, of 7 and 15 source pieces
+    (the end id makes 8 and 16)."""
+    warmup = served["warmup"]
+    assert [item["signature_name"] for item in warmup] == ["serving_default"] * 2
+    assert [len(item["sentences"]) for item in warmup] == [1, 8]
+    pieces = trained.src.tokenize([item["sentences"][0] for item in warmup])
+    assert pieces.row_lengths().numpy().tolist() == [7, 15]
+    for item in warmup:
+        assert len(item["translations"]) == len(item["sentences"])
+        assert all(t["utf8"] and t["text"] for t in item["translations"])
+
+
 def test_saved_model_cli_lists_both_signatures(exported):
     cli = Path(sys.executable).with_name("saved_model_cli")
     command = (
@@ -554,9 +569,7 @@ def test_load_run_translates_sentences_as_the_token_path_does(trained):
 
     model = keras_tfm.load_run(trained.run_dir)
     assert isinstance(model, keras_tfm.Transformer)
-    evaluation = json.loads((trained.run_dir / "config.json").read_text())[
-        "evaluation"
-    ]
+    evaluation = json.loads((trained.run_dir / "config.json").read_text())["evaluation"]
     assert model.default_options == DecodingOptions(
         evaluation["method"],
         evaluation["beam_size"],
@@ -574,9 +587,7 @@ def test_load_run_translates_sentences_as_the_token_path_does(trained):
     tokens, _ = keras_tfm.generate(
         trained.model, ids, model.default_options, append_source_end=True
     )
-    expected = [
-        text.decode("utf-8") for text in trained.tgt.detokenize(tokens).numpy()
-    ]
+    expected = [text.decode("utf-8") for text in trained.tgt.detokenize(tokens).numpy()]
     assert translations == expected
     assert translations[0] == "fifty-four"  # a number it was trained on
 

@@ -12,7 +12,8 @@ server's Predict API does.
 REQUEST.json:
     {"batches": {NAME: [SENTENCE, ...], ...},       # serving_default
      "id_batches": {NAME: [[ID, ...], ...], ...},   # translate_ids (optional)
-     "repeat": {"batch": NAME, "warmup": 5, "count": 50}}   # optional
+     "repeat": {"batch": NAME, "warmup": 5, "count": 50},   # optional
+     "replay_warmup": true}   # optional: run assets.extra's warmup requests
 A SENTENCE is a str, or {"base64": ...} for raw bytes (e.g. invalid UTF-8).
 
 RESPONSE.json:
@@ -25,7 +26,12 @@ RESPONSE.json:
                         "scores": [...], "shapes": {KEY: [...]},
                         "dtypes": {KEY: ...}}},
      "id_results": {NAME: {"token_ids": [[...]], "scores": [...]}},
-     "rss": {"before": BYTES, "after": BYTES, "count": N}}
+     "rss": {"before": BYTES, "after": BYTES, "count": N},
+     "warmup": [{"signature_name", "sentences": [...], "translations": [...]}]}
+
+The warmup requests are replayed first, as TF Serving does at load: each
+`PredictionLog` record's `PredictRequest` inputs are fed by the names its
+signature gives.
 """
 
 import base64
@@ -109,6 +115,35 @@ def rss_bytes():
         return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def replay_warmup(session, signatures, saved_model_dir):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(saved_model_dir, "assets.extra", "tf_serving_warmup_requests")
+    replayed = []
+    for record in tf.compat.v1.io.tf_record_iterator(path):
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        request = log.predict_log.request
+        signature = signatures[request.model_spec.signature_name or "serving_default"]
+        feed = {
+            signature.inputs[key].name: tf.make_ndarray(tensor)
+            for key, tensor in request.inputs.items()
+        }
+        fetches = {key: info.name for key, info in signature.outputs.items()}
+        outputs = session.run(fetches, feed_dict=feed)
+        replayed.append(
+            {
+                "signature_name": request.model_spec.signature_name,
+                "sentences": [
+                    s.decode("utf-8")
+                    for s in tf.make_ndarray(request.inputs["sentences"])
+                ],
+                "translations": [encode_text(t) for t in outputs["translations"]],
+            }
+        )
+    return replayed
+
+
 def main(saved_model_dir, request_path, response_path):
     with open(request_path, encoding="utf-8") as file:
         request = json.load(file)
@@ -134,6 +169,9 @@ def main(saved_model_dir, request_path, response_path):
         serving = signatures["serving_default"]
         feed_name = serving.inputs["sentences"].name
         fetches = {key: info.name for key, info in serving.outputs.items()}
+
+        if request.get("replay_warmup"):
+            response["warmup"] = replay_warmup(session, signatures, saved_model_dir)
 
         def translate(sentences):
             array = np.array(sentences, dtype=object).reshape([len(sentences)])

@@ -1,0 +1,72 @@
+"""A ceiling on the TensorFlow ops of one decoding step.
+
+TensorFlow runs a graph op by op, with a fixed cost for each: at small
+batches a step's time is mostly that cost. The decoding loop body of the
+graph `generate` builds for the SavedModel (dynamic shapes) is counted for
+models of 2 and 3 decoder layers; the difference is one layer's ops.
+Constants, identities and no-ops are not counted (they cost nothing once
+TensorFlow's graph optimiser has run).
+"""
+
+import collections
+
+import keras
+import pytest
+
+from keras_tfm import DecodingOptions, TransformerConfig, build_transformer
+from keras_tfm.decoding.generation import generate
+
+pytestmark = pytest.mark.skipif(
+    keras.config.backend() != "tensorflow", reason="counts TensorFlow graph ops"
+)
+FREE = {"Const", "Identity", "NoOp"}
+# Counted on 2026-12-05; the layer-by-layer step took 195 (beam) and 183
+# (greedy) ops per layer, and 374 and 164 outside the layers.
+CEILINGS = {
+    "beam": {"per_layer": 75, "rest": 350},
+    "greedy": {"per_layer": 61, "rest": 135},
+}
+
+
+def loop_body_ops(method, decoder_layers):
+    import tensorflow as tf
+
+    config = TransformerConfig(
+        src_vocab_size=40,
+        tgt_vocab_size=40,
+        d_model=32,
+        num_heads=4,
+        d_ff=64,
+        num_encoder_layers=2,
+        num_decoder_layers=decoder_layers,
+        max_length=16,
+    )
+    model = build_transformer(config)
+    options = DecodingOptions(method=method, beam_size=4, max_length=16)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    def decode(ids):
+        return generate(model, ids, options, jit_compile=False, dynamic_shapes=True)
+
+    graph = decode.get_concrete_function().graph.as_graph_def()
+    bodies = [f for f in graph.library.function if "while_body" in f.signature.name]
+    assert len(bodies) == 1, [f.signature.name for f in bodies]
+    return collections.Counter(n.op for n in bodies[0].node_def if n.op not in FREE)
+
+
+@pytest.mark.parametrize("method", ["beam", "greedy"])
+def test_ops_per_decoding_step(method):
+    two, three = loop_body_ops(method, 2), loop_body_ops(method, 3)
+    layer = three - two
+    rest = sum(two.values()) - 2 * sum(layer.values())
+    print(f"{method}: {sum(layer.values())} ops per layer, {rest} outside")
+    assert sum(layer.values()) <= CEILINGS[method]["per_layer"], layer
+    assert rest <= CEILINGS[method]["rest"], two
+    # One product for queries, keys and values, one for the cross-attention
+    # queries, two output projections, two feed-forward products.
+    assert layer["MatMul"] == 6
+    # Scores and weighted values, in self- and cross-attention.
+    assert layer["BatchMatMulV2"] == 4
+    # Greedy search moves no tensor in a layer; beam search only lays the
+    # beams' cross-attention queries out as rows of one product, and back.
+    assert layer["Transpose"] == (2 if method == "beam" else 0)
