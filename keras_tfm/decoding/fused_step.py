@@ -81,13 +81,9 @@ def fused_decoder_step(model, source_ids, max_length, repeat, dynamic, weights=N
         # A zero that shape inference cannot see through: the caches start
         # empty with a length the loop changes.
         length = ops.cast(ops.sum(ops.zeros_like(source_ids[:1, :1])), "int32")
-    heads, key_dim = weights.heads, weights.key_dim
-    keys_shape = (rows, heads, length, key_dim)
-    if dynamic:
-        keys_shape = (rows, heads, key_dim, length)  # transposed: see _LayerWeights
+    shape = (rows, weights.heads, length, weights.key_dim)
     caches = tuple(
-        (ops.zeros(keys_shape, dtype), ops.zeros((rows, heads, length, key_dim), dtype))
-        for _ in weights.layers
+        (ops.zeros(shape, dtype), ops.zeros(shape, dtype)) for _ in weights.layers
     )
 
     def step(sequences, t, state):
@@ -242,15 +238,17 @@ class _LayerWeights(_Weights):
             query, key, value = ops.split(_project(x, self.qkv), 3, axis=-1)
             query = ops.reshape(query, (-1, heads, 1, key_dim))
             if dynamic:
-                # Keys are kept transposed, `(rows, heads, key_dim, length)`,
-                # so that neither appending nor the product moves them.
+                # Appended along the length axis: contiguous blocks per head
+                # (TensorFlow copies a concatenation along the last axis
+                # element row by element row). The einsum's transpose of
+                # the keys folds into the product.
                 keys = ops.concatenate(
-                    [cache[0], ops.reshape(key, (-1, heads, key_dim, 1))], axis=3
+                    [cache[0], ops.reshape(key, (-1, heads, 1, key_dim))], axis=2
                 )
                 values = ops.concatenate(
                     [cache[1], ops.reshape(value, (-1, heads, 1, key_dim))], axis=2
                 )
-                scores = ops.matmul(query, keys)
+                scores = ops.einsum("rhqd,rhkd->rhqk", query, keys)
             else:
                 keys, values = write_cache(
                     cache,
