@@ -157,6 +157,8 @@ def _add_decoding_flags(parser, section):
         )
         if field.name == "method":
             arguments["choices"] = DETERMINISTIC_METHODS
+        elif field.type is bool:
+            arguments["action"] = argparse.BooleanOptionalAction
         else:
             arguments["type"] = float if field.type is float else int
         parser.add_argument("--" + field.name.replace("_", "-"), **arguments)

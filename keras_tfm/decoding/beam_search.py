@@ -33,18 +33,21 @@ class BeamSearch(Search):
         beam_size: beams per sentence.
         length_penalty: alpha of `((5 + length) / 6) ** alpha`, which
             scores are divided by.
+        early_stopping: stop a sentence when its best candidate ends
+            (`DecodingOptions.early_stopping`).
 
     Scores are the total log-probability divided by the length penalty.
     """
 
     method = "beam"
 
-    def __init__(self, beam_size=4, length_penalty=0.6):
+    def __init__(self, beam_size=4, length_penalty=0.6, early_stopping=False):
         self.beam_size, self.length_penalty = beam_size, length_penalty
+        self.early_stopping = early_stopping
 
     @classmethod
     def from_options(cls, options, *, temperature, top_k, top_p, seed):
-        return cls(options.beam_size, options.length_penalty)
+        return cls(options.beam_size, options.length_penalty, options.early_stopping)
 
     @property
     def rows_per_sentence(self):
@@ -65,6 +68,7 @@ class BeamSearch(Search):
             compact=inputs.compact,
             n_best=inputs.n_best,
             restrict=inputs.restrict,
+            early_stopping=self.early_stopping,
         )
 
 
@@ -102,6 +106,7 @@ def beam_search(
     compact=False,
     n_best=1,
     restrict=None,
+    early_stopping=False,
 ):
     """Beam search over `batch * beam_size` decoder rows.
 
@@ -126,14 +131,17 @@ def beam_search(
             the finished ones, then live ones where fewer finished.
         restrict: `restrict(logits, t) -> logits` applied before ranking
             candidates (not to the scores), e.g. to forbid the end id.
+        early_stopping: an example is also done once its best candidate
+            of a step ends and `n_best` hypotheses have finished.
 
     Returns:
         `(tokens (batch, n_best, max_length) int32,
         scores (batch, n_best) float32)`.
     """
     search = _Search(
-        step, max_length, end_id, vocab, beam_size, alpha, n_best, restrict
-    )
+        step, max_length, end_id, vocab, beam_size, alpha, n_best, restrict,
+        early_stopping,
+    )  # fmt: skip
     k = beam_size
     width = max_length + 1
     start = ops.reshape(start_buffer(batch, max_length, start_id), (-1, 1, width))
@@ -148,6 +156,7 @@ def beam_search(
         ops.repeat(start, k, axis=1),
         ops.full((batch, k), MASK_FILL_VALUE, "float32"),
         ops.zeros((batch, k), dtype="bool"),
+        ops.zeros((batch,), dtype="bool"),  # has the best candidate ended
     )
     zero = ops.convert_to_tensor(0, dtype="int32")
     if not compact:
@@ -216,28 +225,32 @@ class _Search:
     """One beam search step and its stopping rule (shared by both loops)."""
 
     def __init__(
-        self, step, max_length, end_id, vocab, beam_size, alpha, n_best, restrict
-    ):
+        self, step, max_length, end_id, vocab, beam_size, alpha, n_best, restrict,
+        early_stopping,
+    ):  # fmt: skip
         self.step, self.end_id, self.vocab = step, end_id, vocab
+        self.early_stopping = early_stopping
         self.k, self.alpha, self.width = beam_size, alpha, max_length + 1
         self.n_best = n_best
         self.restrict = restrict or (lambda logits, t: logits)
         # Bound on the normalised score any live beam can still reach.
         self.max_penalty = length_penalty(max_length, alpha)
 
-    def done(self, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags):
+    def done(self, alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, top_ended):
         """Examples whose `n_best`-th best finished hypothesis beats any live
-        beam's best reachable score (the returned ones can no longer change)."""
+        beam's best reachable score (the returned ones can no longer change),
+        and with `early_stopping` those whose best candidate has ended."""
         best_alive_bound = alive_scores[:, 0] / self.max_penalty
         last = self.n_best - 1
-        return ops.logical_and(
-            fin_flags[:, last], ops.greater(fin_scores[:, last], best_alive_bound)
-        )
+        settled = ops.greater(fin_scores[:, last], best_alive_bound)
+        if self.early_stopping:
+            settled = ops.logical_or(settled, top_ended)
+        return ops.logical_and(fin_flags[:, last], settled)
 
     def extend(self, t, beams, state):
         """Step `t`: returns the new beams, the step's new state and the
         decoder rows to keep, in order (each new live beam's parent row)."""
-        alive_seq, alive_scores, fin_seq, fin_scores, fin_flags = beams
+        alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, top_ended = beams
         k, width = self.k, self.width
         neg_inf = ops.convert_to_tensor(MASK_FILL_VALUE, dtype="float32")
         logits, state = self.step(ops.reshape(alive_seq, (-1, width)), t, state)
@@ -294,14 +307,17 @@ class _Search:
         positions = ops.cast(positions, "int32")
         fin_flags = ops.take_along_axis(merged_flags, positions, axis=1)
         fin_seq = gather_beams(merged_seq, positions, 3 * k)
-        return (alive_seq, alive_scores, fin_seq, fin_scores, fin_flags), state, rows
+        # The step's best candidate (by log-probability) ends.
+        top_ended = ops.logical_or(top_ended, ends[:, 0])
+        beams = (alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, top_ended)
+        return beams, state, rows
 
     def best(self, t, beams):
         """The `n_best` best hypotheses per example after `t` steps, `(batch,
         n_best, width)` with the buffer's column 0, and their scores: the
         finished ones by score, then the live ones (normalised with the
         penalty of their length) where fewer finished."""
-        alive_seq, alive_scores, fin_seq, fin_scores, fin_flags = beams
+        alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, _ = beams
         # Both buffers are sorted and the finished flags come first.
         finished = ops.sum(ops.cast(fin_flags, "int32"), axis=1)[:, None]
         rank = ops.arange(self.n_best, dtype="int32")[None]

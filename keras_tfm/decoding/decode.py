@@ -12,7 +12,13 @@ from keras_tfm.decoding.token_buffers import append_end, forbid_before
 from keras_tfm.errors import FieldError, check_int
 
 # The fields of DecodingOptions that `generate` also takes one by one.
-OPTION_FIELDS = ("method", "beam_size", "length_penalty", "max_length")
+OPTION_FIELDS = (
+    "method",
+    "beam_size",
+    "length_penalty",
+    "max_length",
+    "early_stopping",
+)
 # What decoding reads of a model (`keras_tfm.models.Transformer` has them).
 _PARTS = ("config", "source_embedding", "target_embedding", "encoder", "decoder")
 # `generate`'s other arguments that shape a decoding, with their defaults.

@@ -65,6 +65,7 @@ def generate(
     method=None,
     beam_size=None,
     length_penalty=None,
+    early_stopping=None,
     min_length=_D["min_length"],
     n_best=_D["n_best"],
     append_source_end=_D["append_source_end"],
@@ -94,8 +95,9 @@ def generate(
             length penalty and most tokens generated; default
             `DecodingOptions()`, the paper's beam search (4 beams, length
             penalty 0.6, up to the model's `max_length` tokens).
-        method, beam_size, length_penalty, max_length: override the fields
-            of `options` of the same names (None: keep them). `method` is
+        method, beam_size, length_penalty, max_length, early_stopping:
+            override the fields of `options` of the same names (None: keep
+            them). `method` is
             "beam", "greedy" or "sample"; `max_length` is the most tokens
             generated per sequence, end token included, at most the
             model's.
@@ -192,6 +194,7 @@ def generate(
             beam_size=beam_size,
             length_penalty=length_penalty,
             max_length=max_length,
+            early_stopping=early_stopping,
         ),
         start_id=start_id,
         end_id=end_id,

@@ -26,6 +26,12 @@ class DecodingOptions:
             (default 0.6; 0 ranks by the raw log-probability).
         max_length: the most target tokens generated, end token included;
             None (default) means the model's `max_length`.
+        early_stopping: beam search stops a sentence as soon as its best
+            candidate of a step (by log-probability) ends and `n_best`
+            hypotheses have finished, as CTranslate2 and OpenNMT do, rather
+            than (the default, False) once no live beam can still beat the
+            finished ones under the length penalty. Fewer steps, especially
+            with a large length penalty; the result may differ.
 
     Raises:
         FieldError: naming the bad field.
@@ -42,6 +48,10 @@ class DecodingOptions:
     max_length: int | None = dataclasses.field(
         default=None,
         metadata={"help": "most target tokens generated"},
+    )
+    early_stopping: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "beam search: stop a sentence when its best candidate ends"},
     )
 
     def __post_init__(self):
@@ -63,6 +73,12 @@ class DecodingOptions:
         object.__setattr__(self, "length_penalty", float(penalty))
         if self.max_length is not None:
             check_int(owner, "max_length", self.max_length, 1)
+        if not isinstance(self.early_stopping, bool):
+            raise FieldError(
+                owner,
+                "early_stopping",
+                f"must be true or false, got {self.early_stopping!r}",
+            )
 
     def for_model(self, model_max_length):
         """These options with `max_length` resolved against a model's limit.

@@ -177,6 +177,7 @@ def export_saved_model(
     beam_size=None,
     length_penalty=None,
     max_length=None,
+    early_stopping=None,
     source_max_length=None,
     dtype="float32",
     jit_compile=False,
@@ -193,8 +194,9 @@ def export_saved_model(
         options: `keras_tfm.DecodingOptions` of the decoding in the graph
             (default: beam search, 4 beams, length penalty 0.6, the model's
             `max_length`); "beam" or "greedy".
-        method, beam_size, length_penalty, max_length: override the fields
-            of `options` of the same names (None: keep them).
+        method, beam_size, length_penalty, max_length, early_stopping:
+            override the fields of `options` of the same names (None: keep
+            them).
         dtype: the exported graph's weights and arithmetic: "float32" (the
             reference, whatever precision the model was trained in) or
             "bfloat16" (half the weight memory and faster matrix products
@@ -231,6 +233,7 @@ def export_saved_model(
             beam_size=beam_size,
             length_penalty=length_penalty,
             max_length=max_length,
+            early_stopping=early_stopping,
         )
     except ValueError as error:
         raise ExportError(str(error).removeprefix("generate: ")) from None
