@@ -162,6 +162,14 @@ def run_rounds(request_path, engines, rounds):
 
 
 # ----------------------------------------------------------- the exporter
+def _variants(options):
+    """`--savedmodel-options`: a dict gives one variant per key, a list of
+    dicts one variant per dict (options combined)."""
+    if isinstance(options, dict):
+        return [{key: value} for key, value in options.items()]
+    return list(options)
+
+
 def export_engines(run_dir, work, savedmodel_options):
     """Exports the run's model every way the benchmark runs it."""
     from keras_tfm.export.ctranslate2 import export_ctranslate2
@@ -173,12 +181,13 @@ def export_engines(run_dir, work, savedmodel_options):
     engines = {}
     for method, beam_size in (("beam", 4), ("greedy", 1)):
         for label, extra in [("", {})] + [
-            (f" {k}={v}", {k: v}) for k, v in savedmodel_options.items()
+            (" " + " ".join(f"{k}={v}" for k, v in variant.items()), variant)
+            for variant in _variants(savedmodel_options)
         ]:
             name = f"SavedModel {method}{label}"
             path = export_saved_model(
                 run.model, run.src_tokenizer, run.tgt_tokenizer,
-                base_dir=work, name=f"sm-{method}{label.replace('=', '-').strip()}",
+                base_dir=work, name=f"sm-{method}-{label.strip().replace('=', '-').replace(' ', '_')}",
                 method=method, beam_size=beam_size, max_length=max_length, **extra,
             )  # fmt: skip
             engines[name] = dict(kind="saved_model", path=str(path), method=method)
@@ -210,7 +219,8 @@ def main():
         "--savedmodel-options",
         default="{}",
         help="JSON of extra export_saved_model options to compare, e.g. "
-        '{"jit_compile": true}',
+        '{"jit_compile": true} (one variant per key) or '
+        '[{"jit_compile": true, "early_stopping": true}] (one per dict)',
     )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()

@@ -307,8 +307,8 @@ class _Search:
         positions = ops.cast(positions, "int32")
         fin_flags = ops.take_along_axis(merged_flags, positions, axis=1)
         fin_seq = gather_beams(merged_seq, positions, 3 * k)
-        # The step's best candidate (by log-probability) ends.
-        top_ended = ops.logical_or(top_ended, ends[:, 0])
+        if self.early_stopping:  # the step's best candidate ends
+            top_ended = ops.logical_or(top_ended, ends[:, 0])
         beams = (alive_seq, alive_scores, fin_seq, fin_scores, fin_flags, top_ended)
         return beams, state, rows
 

@@ -17,6 +17,7 @@ from keras_tfm.decoding.token_buffers import (
     write_column,
     write_rows,
 )
+from keras_tfm.decoding.top_k import top_k
 
 
 class GreedySearch(Search):
@@ -52,7 +53,10 @@ def with_restriction(choose, restrict):
 
 
 def greedy_choice(logits, t):
-    return ops.cast(ops.argmax(logits, axis=-1), "int32")
+    # The first position of the largest logit, as an argmax gives it; Keras'
+    # TensorFlow argmax adds four passes over the logits (for negative
+    # zeros), the chunk maxima of `top_k` one.
+    return top_k(logits, 1)[1][:, 0]
 
 
 def sequential_search(step, state, choose, batch, max_length, start_id, end_id, empty):
