@@ -61,6 +61,7 @@ def test_config_json_is_the_resolved_config(tiny_run):
         "beam_size": 4,
         "length_penalty": 0.6,
         "max_length": MAX_LENGTH,
+        "early_stopping": False,
         "source_max_length": MAX_LENGTH,
         "dtype": "float32",
         "jit_compile": False,
