@@ -20,15 +20,16 @@ def _tf_variables(model):
     initialised from the first, and the checkpoint restores the wrapper's
     copy while the signature functions read the unrestored original.
     """
+    return [_tf_variable(variable) for variable in model.variables]
+
+
+def _tf_variable(variable):
     import tensorflow as tf
 
-    variables = []
-    for variable in model.variables:
-        value = getattr(variable, "_value", variable)
-        if not isinstance(value, tf.Variable):
-            raise ExportError(f"cannot export the variable {variable.path!r}")
-        variables.append(value)
-    return variables
+    value = getattr(variable, "_value", variable)
+    if not isinstance(value, tf.Variable):
+        raise ExportError(f"cannot export the variable {variable.path!r}")
+    return value
 
 
 def _step_weights(model, max_length):
@@ -39,7 +40,7 @@ def _step_weights(model, max_length):
 
     def variable(value):
         if isinstance(value, keras.Variable):
-            return value._value
+            return _tf_variable(value)
         return tf.Variable(value, trainable=False)
 
     return DecoderStepWeights(model, max_length).map(variable)

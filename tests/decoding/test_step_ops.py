@@ -12,8 +12,9 @@ import collections
 
 import keras
 import pytest
+from support.models import small_config
 
-from keras_tfm import DecodingOptions, TransformerConfig, build_transformer
+from keras_tfm import DecodingOptions, build_transformer
 from keras_tfm.decoding.generation import generate
 
 pytestmark = pytest.mark.skipif(
@@ -32,17 +33,7 @@ CEILINGS = {
 def loop_body_ops(method, decoder_layers):
     import tensorflow as tf
 
-    config = TransformerConfig(
-        src_vocab_size=40,
-        tgt_vocab_size=40,
-        d_model=32,
-        num_heads=4,
-        d_ff=64,
-        num_encoder_layers=2,
-        num_decoder_layers=decoder_layers,
-        max_length=16,
-    )
-    model = build_transformer(config)
+    model = build_transformer(small_config(num_decoder_layers=decoder_layers))
     options = DecodingOptions(method=method, beam_size=4, max_length=16)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
