@@ -168,8 +168,18 @@ def beam_search(
             )
 
         def body(t, beams, state):
-            beams, state, rows = search.extend(t, beams, state)
-            return t + 1, beams, _follow_beams(state, rows)
+            done = search.done(*beams)
+            extended, state, rows = search.extend(t, beams, state)
+            if early_stopping:
+                # A done example stays in the batch here, and its finished
+                # buffer could still change: keep it as it was when done.
+                extended = tuple(
+                    ops.where(
+                        ops.reshape(done, (-1,) + (1,) * (len(b.shape) - 1)), b, e
+                    )
+                    for b, e in zip(beams, extended)
+                )
+            return t + 1, extended, _follow_beams(state, rows)
 
         t, beams, _ = ops.while_loop(
             cond, body, (zero, beams, state), maximum_iterations=max_length
