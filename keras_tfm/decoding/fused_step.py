@@ -59,6 +59,16 @@ def fused_decoder_step(model, source_ids, max_length, repeat, dynamic, weights=N
     two hold one entry per sentence (`(batch, ...)`), which searches only
     gather when sentences leave the batch. The logit of the padding id is
     `MASK_FILL_VALUE`: padding is never generated.
+
+    Masking: source padding is masked in cross-attention (an additive bias);
+    self-attention sees the positions decoded so far and nothing after them
+    (a growing cache holds no more; a static one is masked after `t`).
+
+    Example (greedy, by hand):
+    >>> step, state = fused_decoder_step(model, source_ids, 20, 1, True)
+    >>> logits, state = step(sequences, 0, state)
+
+    Reference: "Attention Is All You Need", sections 3.2.3 and 3.5.
     """
     source_mask = ops.not_equal(source_ids, PADDING_ID)
     memory = model.encoder(
@@ -299,6 +309,13 @@ class DecoderStepWeights(_Weights):
     Args:
         model: a `keras_tfm.models.Transformer`.
         max_length: the most decoding steps (rows of the position table).
+
+    Example:
+    >>> weights = DecoderStepWeights(model, 64)
+    >>> generate(model, ids, jit_compile=False, step_weights=weights)
+
+    Reference: "Attention Is All You Need", section 3.2.2 (the projections
+    joined here are those of multi-head attention).
     """
 
     def __init__(self, model, max_length):
