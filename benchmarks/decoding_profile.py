@@ -10,8 +10,8 @@ grow, finished sentences leaving the batch), and runs it with every
 sentence forced to `--steps` tokens (the end token forbidden before), so
 that each call does the same work. Three calls are traced with
 `tf.profiler`; the table sums the executed ops by type per call and per
-step. `tensorboard --logdir LOGDIR` shows the same trace (with the
-`profile` extra installed).
+step. `tensorboard --logdir LOGDIR` shows the same trace in its Profile
+dashboard (`pip install ".[profile]"` adds the plugin).
 """
 
 import argparse
