@@ -185,9 +185,10 @@ def export_engines(run_dir, work, savedmodel_options):
             for variant in _variants(savedmodel_options)
         ]:
             name = f"SavedModel {method}{label}"
+            folder = label.strip().replace("=", "-").replace(" ", "_")
             path = export_saved_model(
                 run.model, run.src_tokenizer, run.tgt_tokenizer,
-                base_dir=work, name=f"sm-{method}-{label.strip().replace('=', '-').replace(' ', '_')}",
+                base_dir=work, name=f"sm-{method}-{folder}",
                 method=method, beam_size=beam_size, max_length=max_length, **extra,
             )  # fmt: skip
             engines[name] = dict(kind="saved_model", path=str(path), method=method)
