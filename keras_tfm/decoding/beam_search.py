@@ -168,9 +168,9 @@ def beam_search(
             )
 
         def body(t, beams, state):
-            done = search.done(*beams)
             extended, state, rows = search.extend(t, beams, state)
             if early_stopping:
+                done = search.done(*beams)
                 # A done example stays in the batch here, and its finished
                 # buffer could still change: keep it as it was when done.
                 extended = tuple(
