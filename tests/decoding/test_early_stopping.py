@@ -100,12 +100,15 @@ def test_early_stopping_stops_sooner_and_never_scores_higher(model, monkeypatch)
         return counted, state
 
     monkeypatch.setattr(decoder_step_module, "fused_decoder_step", counting)
-    # Sentence by sentence, so that each call's steps are its sentence's.
-    for early_stopping in (False, True):
-        for row in range(len(sources())):
-            decode(model, early_stopping, rows=[row], jit_compile=False)
-    exact_steps, early_steps = sum(steps[:16]), sum(steps[16:])
-    assert early_steps <= 0.85 * exact_steps, (exact_steps, early_steps)
+    if keras.config.backend() == "tensorflow":
+        # Eager TensorFlow calls the step once per decoding step (JAX traces
+        # it once). Sentence by sentence, so that each call's steps are its
+        # sentence's.
+        for early_stopping in (False, True):
+            for row in range(len(sources())):
+                decode(model, early_stopping, rows=[row], jit_compile=False)
+        exact_steps, early_steps = sum(steps[:16]), sum(steps[16:])
+        assert early_steps <= 0.85 * exact_steps, (exact_steps, early_steps)
     exact_tokens, exact_scores = decode(model, False, jit_compile=False)
     early_tokens, early_scores = decode(model, True, jit_compile=False)
     # It stops on the exact search's path: its best finished hypothesis can
