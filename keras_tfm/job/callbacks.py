@@ -262,17 +262,28 @@ def backup_epoch(backup_dir):
 
 
 def make_callbacks(
-    run_dir, *, patience=None, time_limit=None, extra=(), log_every_steps=0
+    run_dir,
+    *,
+    patience=None,
+    time_limit=None,
+    extra=(),
+    log_every_steps=0,
+    early_stopping_metric="loss",
+    profile_steps=(),
 ):
     """The standard callback list of a run writing into `run_dir`.
 
     `run_dir` is a `RunDirectory` (or a path to one): TensorBoard logs,
     one checkpoint per epoch and the `BackupAndRestore` state go to its
     places. `time_limit` (seconds) adds a `TimeLimit`; `patience` early
-    stopping on the validation loss; `log_every_steps` `StepScalars` under
-    `logs/steps`.
+    stopping on the validation `early_stopping_metric` ("loss", or "bleu",
+    which a `ValidationScores` in `extra` adds); `log_every_steps`
+    `StepScalars` under `logs/steps`; `profile_steps` `(first, last)` a
+    profiler trace of those training batches (counted from 1) under
+    `logs/train/plugins/profile`.
     """
     from keras_tfm.job.run_directory import RunDirectory
+    from keras_tfm.job.training_sections import MONITORED
 
     if not isinstance(run_dir, RunDirectory):
         run_dir = RunDirectory(run_dir)
@@ -286,14 +297,22 @@ def make_callbacks(
         ThroughputAndLearningRate(),
         *steps,
         *extra,
-        keras.callbacks.TensorBoard(log_dir=str(run_dir.logs), update_freq="epoch"),
+        keras.callbacks.TensorBoard(
+            log_dir=str(run_dir.logs),
+            update_freq="epoch",
+            profile_batch=tuple(profile_steps) or 0,
+        ),
         keras.callbacks.ModelCheckpoint(run_dir.checkpoint_pattern()),
         keras.callbacks.BackupAndRestore(str(run_dir.backup)),
     ]
     if patience:
+        monitor, mode = MONITORED[early_stopping_metric]
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=patience, restore_best_weights=True
+                monitor=monitor,
+                mode=mode,
+                patience=patience,
+                restore_best_weights=True,
             )
         )
     return callbacks, nan_guard

@@ -131,22 +131,27 @@ _KINDS = {
     bool: "true or false",
     str: "a string",
     tuple[str, ...]: "a list of strings",
+    tuple[int, ...]: "a list of integers",
 }
+_LISTS = {tuple[str, ...]: str, tuple[int, ...]: int}
 
 
 def check_type(section, key, value, annotation):
     """`value` if it fits the field's type (ints accepted as floats, lists
-    of strings as tuples), else FieldError."""
+    of strings or integers as tuples), else FieldError."""
     kinds = [a for a in getattr(annotation, "__args__", (annotation,))]
-    if annotation == tuple[str, ...]:
+    if annotation in _LISTS:
         kinds = [annotation]
     if value is None and type(None) in kinds:
         return None
     kind = next(k for k in kinds if k is not type(None))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if kind == tuple[str, ...]:
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+    if kind in _LISTS:
+        item = _LISTS[kind]
+        if isinstance(value, (list, tuple)) and all(
+            isinstance(v, item) and not isinstance(v, bool) for v in value
+        ):
             return tuple(value)
     elif isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
         return value

@@ -63,6 +63,13 @@ class EvaluationConfig(_DecodingKeys):
     data directory) adds tokenized BLEU; `samples` sentences of the valid
     split are translated into TensorBoard every epoch, and the first
     `attention_images` of them get cross-attention maps there (Images).
+
+    After every epoch, `valid_sentences` pairs of the valid split (a seeded
+    sample, the same in every epoch; all of them if there are fewer; 0
+    turns this off) are translated with `valid_method` (the other decoding
+    keys as above) and scored: validation BLEU and exact match in
+    TensorBoard, which `[training] early_stopping_metric = "bleu"` can
+    watch.
     """
 
     section = "evaluation"
@@ -72,14 +79,25 @@ class EvaluationConfig(_DecodingKeys):
     samples: int = 4
     attention_images: int = 2
     tokenized_reference: str | None = None
+    valid_sentences: int = 1000
+    valid_method: str = "greedy"
 
     def __post_init__(self):
         super().__post_init__()
+        check_choice(
+            "evaluation", "valid_method", self.valid_method, DETERMINISTIC_METHODS
+        )
+        check_range("evaluation", "valid_sentences", self.valid_sentences, 0)
         for method in self.compare:
             check_choice("evaluation", "compare", method, DETERMINISTIC_METHODS)
         check_range("evaluation", "batch_size", self.batch_size, 1)
         check_range("evaluation", "samples", self.samples, 0)
         check_range("evaluation", "attention_images", self.attention_images, 0)
+
+    @property
+    def valid_decoding(self):
+        """`DecodingOptions` of the per-epoch validation scores."""
+        return dataclasses.replace(self.decoding, method=self.valid_method)
 
     def methods(self):
         """`DecodingOptions` of the primary method, then of `compare`'s others."""

@@ -9,6 +9,7 @@ early stopping), and returns what the later stages need as `Fitted`.
 """
 
 import dataclasses
+import statistics
 import sys
 import time
 import warnings
@@ -106,6 +107,9 @@ def run_steps(settings, train):
 class Fitted:
     seconds: float
     last_epoch: int  # the last epoch trained (a time limit may end it early)
+    tokens_per_second: float | None = None  # the median epoch's
+    # The last epoch's validation scores ("valid_loss", "valid_bleu", ...).
+    valid_scores: dict = dataclasses.field(default_factory=dict)
 
 
 def fit_model(run, model, corpus, pipelines):
@@ -117,6 +121,7 @@ def fit_model(run, model, corpus, pipelines):
         backup_epoch,
         make_callbacks,
     )
+    from keras_tfm.job.hparams import write_hyperparameters
     from keras_tfm.training import MaxSteps, optimizer_steps
 
     config, settings = run.config, run.config.training
@@ -136,6 +141,7 @@ def fit_model(run, model, corpus, pipelines):
                 str(run.writes.logs),
             )
         )
+    extra += _validation_callbacks(run, model, corpus)
     pictures = config.evaluation.attention_images
     if pictures and run.is_chief:
         extra.append(
@@ -152,6 +158,8 @@ def fit_model(run, model, corpus, pipelines):
         time_limit=60.0 * minutes if minutes else None,
         extra=extra,
         log_every_steps=settings.log_every_steps if run.is_chief else 0,
+        early_stopping_metric=settings.early_stopping_metric,
+        profile_steps=settings.profile_steps if run.is_chief else (),
     )
     resumed = backup_epoch(run.writes.backup)
     if resumed is not None:
@@ -169,6 +177,8 @@ def fit_model(run, model, corpus, pipelines):
         steps = settings.steps_per_epoch
         epochs = -(-settings.max_steps // steps) if steps else 1_000_000
         plan = f"{settings.max_steps} optimizer steps"
+    if run.is_chief:
+        write_hyperparameters(run.writes.logs, config, trial_id=config.name)
     run.log(
         f"training {model.count_params():,} parameters on "
         f"{run.strategy.num_replicas_in_sync} replica(s) for {plan}; "
@@ -204,7 +214,47 @@ def fit_model(run, model, corpus, pipelines):
             f"rate's cooldown (the last {cooldown}) did not finish"
         )
     last_epoch = history.epoch[-1] + 1 if history.epoch else settings.epochs
-    return Fitted(seconds, last_epoch)
+    rates = history.history.get("tokens_per_second")
+    rate = round(statistics.median(rates), 1) if rates else None
+    valid_scores = {
+        "valid" + key[3:]: round(float(values[-1]), 4)
+        for key, values in history.history.items()
+        if key in ("val_loss", "val_bleu", "val_exact_match") and values
+    }
+    return Fitted(seconds, last_epoch, rate, valid_scores)
+
+
+def _validation_callbacks(run, model, corpus):
+    """Validation BLEU every epoch (`[evaluation] valid_sentences`), and
+    the best epoch kept (`[training] keep_best_checkpoint`), on the chief."""
+    from keras_tfm.decoding.translator import make_translator
+    from keras_tfm.job.callbacks import backup_epoch
+    from keras_tfm.job.validation_scores import KeepBest, ValidationScores, valid_subset
+
+    config = run.config
+    evaluation, settings = config.evaluation, config.training
+    if not run.is_chief:
+        return []
+    callbacks = []
+    if evaluation.valid_sentences:
+        sources, references = valid_subset(
+            *corpus.valid, evaluation.valid_sentences, settings.seed
+        )
+        translate = make_translator(
+            model, *corpus.tokenizers, evaluation.valid_decoding,
+            batch_size=evaluation.batch_size,
+        )  # fmt: skip
+        callbacks.append(
+            ValidationScores(translate, sources, references, config.data.tgt)
+        )
+    if settings.keep_best_checkpoint:
+        resuming = backup_epoch(run.writes.backup) is not None
+        callbacks.append(
+            KeepBest(
+                run.writes.best_checkpoint, settings.early_stopping_metric, resuming
+            )
+        )
+    return callbacks
 
 
 def _first_step_log(run):

@@ -111,6 +111,16 @@ class RunConfig:
                 "= true needs one vocabulary for both languages: set "
                 "[tokenizer] shared = true",
             )
+        training = self.training
+        watches_bleu = training.early_stopping_metric == "bleu" and (
+            training.early_stopping_patience or training.keep_best_checkpoint
+        )
+        if watches_bleu and not self.evaluation.valid_sentences:
+            raise FieldError(
+                "training",
+                "early_stopping_metric",
+                '= "bleu" needs validation BLEU: [evaluation] valid_sentences is 0',
+            )
         batch_tokens = self.training.batch_tokens
         if batch_tokens is not None and batch_tokens < limit:
             raise FieldError(

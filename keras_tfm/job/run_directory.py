@@ -7,6 +7,8 @@
         tokenizers/{src,tgt}.model
         logs/                     TensorBoard
         checkpoints/epoch_NNN.keras
+        checkpoints/best.keras    the best epoch (`keep_best_checkpoint`)
+        checkpoints/best.json     its epoch and validation value
         backup/                   BackupAndRestore (removed when fit ends)
         model.keras               the final (possibly averaged) model
         metrics.json              test scores, training time, epochs
@@ -55,6 +57,8 @@ class RunDirectory:
     config = property(lambda self: self.path / "config.json")
     transformer_config = property(lambda self: self.path / "transformer_config.json")
     metrics = property(lambda self: self.path / "metrics.json")
+
+    best_checkpoint = property(lambda self: self.checkpoints / "best.keras")
 
     def checkpoint(self, epoch):
         """The checkpoint of epoch `epoch` (counted from 1)."""

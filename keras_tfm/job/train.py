@@ -151,10 +151,22 @@ def average_and_evaluate(run, model, corpus, fitted):
     Returns the metrics and the test split's translations.
     """
     from keras_tfm.job.evaluation import score_test_set
+    from keras_tfm.job.validation_scores import restore_best
     from keras_tfm.training import average_checkpoints
 
-    count = run.config.training.average_checkpoints
-    averaged = []
+    settings = run.config.training
+    count = settings.average_checkpoints
+    averaged, kept = [], {}
+    record = None
+    if settings.keep_best_checkpoint:
+        record = restore_best(model, run.writes.best_checkpoint)
+    if record is not None:
+        kept = {"best_epoch": record["epoch"]}
+        kept[f"best_{record['monitor']}"] = record["value"]
+        run.log(
+            f"the run's model is epoch {record['epoch']}'s, the best by "
+            f"{record['monitor']} ({record['value']:.4g})"
+        )
     if count > 1:
         first = max(1, fitted.last_epoch - count + 1)
         epochs = range(first, fitted.last_epoch + 1)
@@ -172,9 +184,12 @@ def average_and_evaluate(run, model, corpus, fitted):
     )
     metrics.update(
         train_seconds=round(fitted.seconds, 1),
+        tokens_per_second=fitted.tokens_per_second,
+        **fitted.valid_scores,
         epochs=fitted.last_epoch,
         averaged_checkpoints=len(averaged),
         parameters=model.count_params(),
+        **kept,
     )
     return metrics, hypotheses
 
@@ -182,11 +197,13 @@ def average_and_evaluate(run, model, corpus, fitted):
 def save_and_export(run, model, corpus, metrics, translations, export):
     """Writes config.json, model.keras and metrics.json; exports the model."""
     from keras_tfm.job.evaluation import score_lines
+    from keras_tfm.job.hparams import write_final_scores
 
     directory = run.directory
     directory.write_json(directory.config, run.config.to_dict())
     directory.save_model(model)
     directory.write_json(directory.metrics, metrics)
+    write_final_scores(run.writes.logs, metrics, step=metrics["epochs"])
     for line in score_lines(metrics):
         run.log(line)
     test_src, test_tgt = corpus.test

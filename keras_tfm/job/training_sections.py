@@ -16,6 +16,11 @@ from keras_tfm.models.transformer_config import PRESETS, TransformerConfig
 
 __all__ = ["DataConfig", "ModelConfig", "TokenizerConfig", "TrainingConfig"]
 
+# What `[training] early_stopping_metric` may watch: the epoch-log key
+# (`keras_tfm.job.validation_scores` adds "val_bleu") and whether higher is
+# better.
+MONITORED = {"loss": ("val_loss", "min"), "bleu": ("val_bleu", "max")}
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
@@ -205,6 +210,22 @@ class TrainingConfig:
     A cooldown longer than the run (`--max-steps 20` for a smoke test, say)
     covers the whole run. A run stopped early (time limit, early stopping)
     ends before its cooldown does.
+
+    `early_stopping_metric` is what `early_stopping_patience` and
+    `keep_best_checkpoint` watch: the validation "loss" or "bleu" (the
+    per-epoch scores of `[evaluation] valid_sentences`). With
+    `early_stopping_patience = P`, training stops after P epochs without a
+    better value and goes back to the best epoch's weights;
+    `keep_best_checkpoint = true` saves the best epoch as
+    `checkpoints/best.keras` and makes it the run's model (test scores,
+    `model.keras`, export) instead of the last epoch's.
+
+    `profile_steps = [FIRST, LAST]` traces training batches FIRST to LAST
+    (counted from 1 over the whole run; one optimizer step each unless
+    `accumulate_steps`) with TensorFlow's profiler into `logs/train/
+    plugins/profile`, for TensorBoard's Profile dashboard (`pip install
+    "keras-tfm[profile]"`). Off (`[]`) by default: tracing slows the traced
+    steps.
     """
 
     epochs: int = 10
@@ -221,9 +242,12 @@ class TrainingConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
     early_stopping_patience: int = 0
+    early_stopping_metric: str = "loss"
+    keep_best_checkpoint: bool = False
     seed: int = 0
     time_limit_minutes: float | None = None
     average_checkpoints: int = 1
+    profile_steps: tuple[int, ...] = ()
     verbose: int | None = None
 
     def __post_init__(self):
@@ -264,3 +288,23 @@ class TrainingConfig:
         check_range("training", "label_smoothing", self.label_smoothing, 0, 1)
         if self.verbose is not None:
             check_choice("training", "verbose", self.verbose, (0, 1, 2))
+        check_choice(
+            "training",
+            "early_stopping_metric",
+            self.early_stopping_metric,
+            tuple(MONITORED),
+        )
+        steps = self.profile_steps
+        if steps and (len(steps) != 2 or not 1 <= steps[0] <= steps[1]):
+            raise FieldError(
+                "training",
+                "profile_steps",
+                f"must be [FIRST, LAST] with 1 <= FIRST <= LAST, got {list(steps)}",
+            )
+        if self.keep_best_checkpoint and self.average_checkpoints > 1:
+            raise FieldError(
+                "training",
+                "keep_best_checkpoint",
+                f"= true and average_checkpoints = {self.average_checkpoints} "
+                "both choose the run's final weights; set one",
+            )

@@ -2,6 +2,8 @@
 resolved config, metrics that match an independent evaluation, `keras-tfm
 evaluate` on it, TensorBoard serving its logs, attention pictures."""
 
+import collections
+import contextlib
 import json
 import os
 import signal
@@ -31,10 +33,13 @@ from support.schedules import paper_lr
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    # The paper's checkpoint averaging, over both epochs of this run.
+    # The paper's checkpoint averaging, over both epochs of this run, and a
+    # profile of batches 3 to 4.
     config = tmp_path_factory.mktemp("tiny") / "tiny.toml"
     config.write_text(
-        TINY.read_text().replace("[training]", "[training]\naverage_checkpoints = 2")
+        TINY.read_text().replace(
+            "[training]", "[training]\naverage_checkpoints = 2\nprofile_steps = [3, 4]"
+        )
     )
     run_dir = config.parent / "run"
     result = run_cli(
@@ -318,6 +323,14 @@ def run_cli_command(*args, timeout=240):
 @pytest.fixture
 def tensorboard_server(tiny_run):
     run_dir, _ = tiny_run
+    with serve_tensorboard(run_dir / "logs", ready_run="train") as get:
+        yield get
+
+
+@contextlib.contextmanager
+def serve_tensorboard(logdir, ready_run):
+    """`get(path, **params) -> JSON` of a TensorBoard serving `logdir`, once
+    it lists `ready_run`'s `epoch_loss`."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -325,7 +338,7 @@ def tensorboard_server(tiny_run):
             "-m",
             "tensorboard.main",
             "--logdir",
-            str(run_dir / "logs"),
+            str(logdir),
             "--host",
             "127.0.0.1",
             "--port",
@@ -349,9 +362,7 @@ def tensorboard_server(tiny_run):
             assert process.poll() is None, process.stdout.read().decode()[-2000:]
             try:
                 tags = get("/data/plugin/scalars/tags")
-                if {"train", "validation"} <= set(tags) and "epoch_loss" in tags[
-                    "train"
-                ]:
+                if "epoch_loss" in tags.get(ready_run, {}):
                     break
             except OSError:
                 pass
@@ -518,3 +529,114 @@ def test_cli_attention_draws_a_png(tiny_run, tmp_path):
         "the sentence is empty: there is nothing to attend to"
     )
     assert not (tmp_path / "e.png").exists()
+
+
+def test_validation_bleu_of_each_epoch_matches_its_checkpoint_scored_again(tiny_run):
+    """The callback's validation BLEU and exact match, per epoch, against
+    `evaluate_run` on that epoch's checkpoint (the valid split, greedy:
+    another code path) and sacreBLEU."""
+    from keras_tfm.job.finished_run import evaluate_run
+
+    run_dir, stdout = tiny_run
+    validation = run_dir / "logs" / "validation"
+    bleu = scalar_events(validation, "epoch_bleu")
+    exact = scalar_events(validation, "epoch_exact_match")
+    seconds = scalar_events(validation, "epoch_scoring_seconds")
+    assert sorted(bleu) == sorted(exact) == sorted(seconds) == [0, 1]
+    for epoch in (1, 2):
+        again = evaluate_run(
+            run_dir,
+            checkpoint=run_dir / "checkpoints" / f"epoch_{epoch:03d}.keras",
+            split="valid",
+            overrides={"method": "greedy"},
+        )
+        assert again["sentences"] == 30
+        assert bleu[epoch - 1] == pytest.approx(again["sacrebleu"], abs=1e-6)
+        assert exact[epoch - 1] == pytest.approx(again["exact_match"], abs=1e-6)
+        assert seconds[epoch - 1] > 0
+    # fit's epoch lines print it too.
+    printed = parse_epochs(stdout)
+    assert printed[2]["val_bleu"] == pytest.approx(bleu[1], abs=5e-5)
+
+
+def test_hparams_dashboard_lists_the_run_with_its_settings_and_scores(tiny_run):
+    """`tensorboard --logdir runs`, as the docs say: the run is a session
+    of the HParams dashboard with its settings, final scores and the last
+    points of its curves."""
+    run_dir, _ = tiny_run
+    config = json.loads((run_dir / "config.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    session = f"{run_dir.name}/logs"
+    with serve_tensorboard(run_dir.parent, ready_run=f"{session}/train") as get:
+        experiment = get("/data/plugin/hparams/experiment", request="{}")
+        names = {h["name"] for h in experiment["hparamInfos"]}
+        metric_names = [m["name"] for m in experiment["metricInfos"]]
+        request = {
+            "startIndex": 0,
+            "sliceSize": 10,
+            "allowedStatuses": [
+                "STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING",
+            ],
+            "colParams": [{"hparam": n} for n in sorted(names)]
+            + [{"metric": m} for m in metric_names],
+        }  # fmt: skip
+        groups = get(
+            "/data/plugin/hparams/session_groups", request=json.dumps(request)
+        )["sessionGroups"]
+    assert {
+        "model.d_model",
+        "model.num_heads",
+        "training.batch_size",
+        "training.warmup_steps",
+        "training.label_smoothing",
+        "training.average_checkpoints",
+        "evaluation.method",
+        "tokenizer.src_vocab_size",
+    } <= names
+    assert "data.data_dir" not in names and "training.verbose" not in names
+    assert [g["sessions"][0]["name"] for g in groups] == [session]
+    hparams = groups[0]["hparams"]
+    assert hparams["model.d_model"] == config["model"]["d_model"] == 32
+    assert hparams["training.batch_size"] == config["training"]["batch_size"]
+    assert hparams["training.label_smoothing"] == pytest.approx(0.1)
+    assert hparams["evaluation.method"] == "greedy"
+    values = {
+        (m["name"]["group"], m["name"]["tag"]): m["value"]
+        for m in groups[0]["metricValues"]
+    }
+    # The final scores, in the session's own folder...
+    assert values[("", "test/sacrebleu")] == pytest.approx(metrics["sacrebleu"])
+    assert values[("", "test/exact_match")] == pytest.approx(metrics["exact_match"])
+    assert values[("", "training/minutes")] == pytest.approx(
+        metrics["train_seconds"] / 60, rel=1e-6
+    )
+    # ...and the last points of the epoch curves, validation BLEU among them.
+    validation = run_dir / "logs" / "validation"
+    last_bleu = scalar_events(validation, "epoch_bleu")[1]
+    assert values[("validation", "epoch_bleu")] == pytest.approx(last_bleu)
+    assert metrics["valid_bleu"] == pytest.approx(last_bleu, abs=1e-4)
+    last_loss = scalar_events(validation, "epoch_loss")[1]
+    assert values[("validation", "epoch_loss")] == pytest.approx(last_loss)
+
+
+def test_profile_steps_trace_those_training_steps_for_the_profile_dashboard(
+    tiny_run,
+):
+    """`profile_steps = [3, 4]`: one trace under logs/train/plugins/profile,
+    as the Profile dashboard reads it, holding two executions of the
+    training function and the model's products."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    run_dir, _ = tiny_run
+    traces = sorted((run_dir / "logs" / "train" / "plugins" / "profile").glob("*/*"))
+    assert [p.name.endswith(".xplane.pb") for p in traces] == [True]
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(traces[0].read_bytes())
+    names = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                names[plane.event_metadata[event.metadata_id].name] += 1
+    # Keras runs each training batch as one call of its traced function.
+    assert names["multi_step_on_iterator"] == 2, names.most_common(10)
+    assert sum(c for n, c in names.items() if n.endswith(":MatMul")) > 0
