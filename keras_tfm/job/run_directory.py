@@ -5,7 +5,7 @@
         transformer_config.json   the model's `TransformerConfig`
         data/                     the generated task (numbers task only)
         tokenizers/{src,tgt}.model
-        logs/                     TensorBoard
+        logs/                     TensorBoard (projector/: the embeddings)
         checkpoints/epoch_NNN.keras
         checkpoints/best.keras    the best epoch (`keep_best_checkpoint`)
         checkpoints/best.json     its epoch and validation value

@@ -198,12 +198,14 @@ def save_and_export(run, model, corpus, metrics, translations, export):
     """Writes config.json, model.keras and metrics.json; exports the model."""
     from keras_tfm.job.evaluation import score_lines
     from keras_tfm.job.hparams import write_final_scores
+    from keras_tfm.job.projector import write_embeddings
 
     directory = run.directory
     directory.write_json(directory.config, run.config.to_dict())
     directory.save_model(model)
     directory.write_json(directory.metrics, metrics)
     write_final_scores(run.writes.logs, metrics, step=metrics["epochs"])
+    write_embeddings(run.writes.logs, model, *corpus.tokenizers)
     for line in score_lines(metrics):
         run.log(line)
     test_src, test_tgt = corpus.test

@@ -196,6 +196,13 @@ class Tokenizer(tf.Module):
         """Number of ids, special ids included."""
         return self._vocab_size
 
+    def pieces(self) -> list[str]:
+        """Every id's piece, in id order (special ids as SentencePiece names
+        them, e.g. `<pad>`)."""
+        processor = spm.SentencePieceProcessor()
+        processor.LoadFromSerializedProto(self._model_proto)
+        return [processor.id_to_piece(i) for i in range(self._vocab_size)]
+
     @property
     def pad_id(self) -> int:
         return PADDING_ID

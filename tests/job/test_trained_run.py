@@ -640,3 +640,60 @@ def test_profile_steps_trace_those_training_steps_for_the_profile_dashboard(
     # Keras runs each training batch as one call of its traced function.
     assert names["multi_step_on_iterator"] == 2, names.most_common(10)
     assert sum(c for n, c in names.items() if n.endswith(":MatMul")) > 0
+
+
+def test_projector_shows_the_final_embeddings_labelled_with_their_pieces(
+    tiny_run, tensorboard_server
+):
+    """logs/projector: each embedding matrix of model.keras, row i labelled
+    with piece i of its SentencePiece model (read here with sentencepiece
+    itself), as TensorBoard's Projector serves them."""
+    import keras
+    import sentencepiece as spm
+    import tensorflow as tf
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector import projector_config_pb2
+
+    import keras_tfm  # noqa: F401  (registers the layers)
+
+    run_dir, _ = tiny_run
+    folder = run_dir / "logs" / "projector"
+    config = text_format.Parse(
+        (folder / "projector_config.pbtxt").read_text(),
+        projector_config_pb2.ProjectorConfig(),
+    )
+    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    expected = {
+        "source_embedding": ("src", model.get_layer("source_embedding")),
+        "target_embedding": ("tgt", model.get_layer("target_embedding")),
+    }
+    reader = tf.train.load_checkpoint(str(folder))
+    assert sorted(e.tensor_name.split("/")[0] for e in config.embeddings) == sorted(
+        expected
+    )
+    for embedding in config.embeddings:
+        name = embedding.tensor_name.split("/")[0]
+        side, layer = expected[name]
+        np.testing.assert_array_equal(
+            reader.get_tensor(embedding.tensor_name),
+            keras.ops.convert_to_numpy(layer.embeddings),
+        )
+        processor = spm.SentencePieceProcessor(
+            model_file=str(run_dir / "tokenizers" / f"{side}.model")
+        )
+        labels = (folder / embedding.metadata_path).read_text("utf-8").split("\n")
+        assert labels[:-1] == [
+            processor.id_to_piece(i) for i in range(processor.get_piece_size())
+        ]
+        assert labels[-1] == ""
+    assert not list((run_dir / "logs").glob(".projector*"))
+
+    get = tensorboard_server
+    runs = get("/data/plugin/projector/runs")
+    assert runs == ["projector"]
+    served = get("/data/plugin/projector/info", run="projector")
+    assert sorted(e["tensorName"] for e in served["embeddings"]) == sorted(
+        e.tensor_name for e in config.embeddings
+    )
+    shapes = {e["tensorName"]: e["tensorShape"] for e in served["embeddings"]}
+    assert shapes["source_embedding/.ATTRIBUTES/VARIABLE_VALUE"] == [64, 32]
