@@ -4,8 +4,9 @@
 weights for given source and target ids (teacher forcing). `sentence_maps`
 translates a sentence and returns the weights with the subword pieces on
 both sides; `draw_attention` draws them with matplotlib, one row per layer
-and the heads side by side, as `keras-tfm attention` and the training job's
-TensorBoard images show them.
+and the heads side by side, as `keras-tfm attention` writes them, and
+`draw_head` one head at the width of a TensorBoard image card, as the
+training job logs them.
 """
 
 import io
@@ -95,5 +96,57 @@ def draw_attention(weights, source_pieces, target_pieces, title=None):
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
+    pyplot.close(figure)
+    return buffer.getvalue()
+
+
+# TensorBoard shows an image in a card about 330 pixels wide (1400-pixel
+# window); a wider picture is shrunk to fit, and its labels with it.
+CARD_WIDTH_INCHES, CARD_DPI = 4.0, 100
+_LABEL_POINTS = 9
+
+
+def draw_head(weights, source_pieces, target_pieces, title=None):
+    """PNG bytes of one head's map, 400 pixels wide for sources of up to 19
+    pieces: shown in a TensorBoard image card at about 0.8 of its size, its
+    9-point labels stay readable (about 10 pixels). Longer sources widen
+    the picture rather than crowd their labels.
+
+    Args:
+        weights: `(target_length, source_length)`.
+        source_pieces, target_pieces: the labels of the columns and rows.
+        title: drawn above the map (wrapped to the width).
+    """
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    weights = np.asarray(weights, np.float32)
+    rows, columns = weights.shape
+    if (rows, columns) != (len(target_pieces), len(source_pieces)):
+        raise ValueError(
+            f"weights are {rows} x {columns} but there are {len(target_pieces)} "
+            f"target and {len(source_pieces)} source pieces"
+        )
+    # Room for the row labels and the rotated column labels, then square
+    # cells as large as the width allows (never below one label's height).
+    margin = 1.3
+    cell = max(min(0.3, (CARD_WIDTH_INCHES - margin) / columns), 0.14)
+    width = max(CARD_WIDTH_INCHES, margin + cell * columns)
+    lines = textwrap.wrap(title, int(12 * width)) if title else []
+    height = margin + cell * rows + 0.18 * len(lines)
+    figure, axis = pyplot.subplots(figsize=(width, height))
+    axis.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="equal")
+    axis.set_xticks(range(columns), source_pieces, rotation=90)
+    axis.set_yticks(range(rows), target_pieces)
+    axis.tick_params(labelsize=_LABEL_POINTS)
+    if lines:
+        axis.set_title("\n".join(lines), fontsize=_LABEL_POINTS)
+    figure.tight_layout(pad=0.3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=CARD_DPI)
     pyplot.close(figure)
     return buffer.getvalue()

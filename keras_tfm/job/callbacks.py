@@ -209,10 +209,11 @@ class SampleTranslations(keras.callbacks.Callback):
 class AttentionImages(keras.callbacks.Callback):
     """Cross-attention maps of fixed sentences as TensorBoard images.
 
-    After each epoch, each sentence is translated greedily and every decoder
-    layer's cross-attention weights are drawn (heads side by side, labelled
-    with the subword pieces; `keras_tfm.job.attention_maps.draw_attention`) and
-    written as the image `attention/sentence_N/layer_L` at the epoch.
+    After each epoch, each sentence is translated greedily and every head of
+    every decoder layer gets its cross-attention map, labelled with the
+    subword pieces (`keras_tfm.job.attention_maps.draw_head`), written as
+    the image `attention/sentence_N/layer_L/head_H` at the epoch. One head
+    per image keeps the labels readable at TensorBoard's card size.
     """
 
     def __init__(self, src_tokenizer, tgt_tokenizer, sentences, log_dir):
@@ -229,7 +230,7 @@ class AttentionImages(keras.callbacks.Callback):
             self._writer.close()
 
     def on_epoch_end(self, epoch, logs=None):
-        from keras_tfm.job.attention_maps import draw_attention, sentence_maps
+        from keras_tfm.job.attention_maps import draw_head, sentence_maps
 
         with self._writer.as_default(step=epoch):
             for number, sentence in enumerate(self.sentences, start=1):
@@ -237,17 +238,41 @@ class AttentionImages(keras.callbacks.Callback):
                     self.model, *self.tokenizers, sentence
                 )
                 for layer, layer_weights in enumerate(weights, start=1):
-                    png = draw_attention(
-                        layer_weights,
-                        source,
-                        target,
-                        title=f"{sentence} -> {translation} (layer {layer})",
-                    )
-                    tf.summary.image(
-                        f"attention/sentence_{number}/layer_{layer}",
-                        tf.image.decode_png(png, channels=3)[None],
-                    )
+                    for head, head_weights in enumerate(layer_weights, start=1):
+                        png = draw_head(
+                            head_weights,
+                            source,
+                            target,
+                            title=f"{translation} (layer {layer}, head {head})",
+                        )
+                        tf.summary.image(
+                            f"attention/sentence_{number}/layer_{layer}/head_{head}",
+                            tf.image.decode_png(png, channels=3)[None],
+                        )
         self._writer.flush()
+
+
+class TensorBoardWithStepMarkers(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback, whose profiled batches are marked as
+    training steps for the Profile dashboard.
+
+    Keras wraps each profiled batch in a profiler trace event without the
+    step-marker flag, so the Profile dashboard's overview finds no steps
+    ("No step marker observed"). This marks each as the step `train` with
+    its number (counted from 1 over the run), as TensorFlow's profiler
+    guide does.
+    """
+
+    def on_train_batch_begin(self, batch, logs=None):
+        super().on_train_batch_begin(batch, logs)
+        # Keras keeps the batch's trace here, and ends it after the batch.
+        if getattr(self, "_batch_trace_context", None) is not None:
+            self._batch_trace_context.__exit__(None, None, None)
+            marker = tf.profiler.experimental.Trace(
+                "train", step_num=self._global_train_batch, _r=1
+            )
+            marker.__enter__()
+            self._batch_trace_context = marker
 
 
 def backup_epoch(backup_dir):
@@ -297,7 +322,7 @@ def make_callbacks(
         ThroughputAndLearningRate(),
         *steps,
         *extra,
-        keras.callbacks.TensorBoard(
+        TensorBoardWithStepMarkers(
             log_dir=str(run_dir.logs),
             update_freq="epoch",
             profile_batch=tuple(profile_steps) or 0,

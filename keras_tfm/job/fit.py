@@ -178,7 +178,7 @@ def fit_model(run, model, corpus, pipelines):
         epochs = -(-settings.max_steps // steps) if steps else 1_000_000
         plan = f"{settings.max_steps} optimizer steps"
     if run.is_chief:
-        write_hyperparameters(run.writes.logs, config, trial_id=config.name)
+        write_hyperparameters(run.writes.logs, config)
     run.log(
         f"training {model.count_params():,} parameters on "
         f"{run.strategy.num_replicas_in_sync} replica(s) for {plan}; "

@@ -17,7 +17,7 @@ them).
 SECTIONS = ("data", "tokenizer", "model", "training", "evaluation")
 NOT_HYPERPARAMETERS = {
     "data": ("data_dir", "src", "tgt", "shuffle_buffer"),
-    "training": ("verbose", "log_every_steps", "time_limit_minutes"),
+    "training": ("verbose", "log_every_steps", "time_limit_minutes", "profile_steps"),
     "evaluation": (
         "batch_size", "samples", "attention_images", "tokenized_reference",
     ),
@@ -52,14 +52,17 @@ def hyperparameters(config):
     return values
 
 
-def write_hyperparameters(log_dir, config, trial_id):
-    """Starts the run's session in `log_dir`: its hyperparameters."""
+def write_hyperparameters(log_dir, config):
+    """Starts the run's session in `log_dir`: its hyperparameters. Runs with
+    equal hyperparameters (repeats) form one group in the dashboard, which
+    can then show their mean, minimum or maximum."""
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
 
     writer = tf.summary.create_file_writer(str(log_dir))
     with writer.as_default():
-        hp.hparams(hyperparameters(config), trial_id=trial_id)
+        # No trial id: the dashboard groups sessions by their values.
+        hp.hparams(hyperparameters(config))
     writer.close()
 
 

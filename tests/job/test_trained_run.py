@@ -479,17 +479,18 @@ def test_run_writes_attention_images_and_step_scalars(tiny_run):
                 images.setdefault(tag, {})[event.step] = tf.make_ndarray(
                     event.tensor_proto
                 )
-    # The tiny model has one decoder layer.
+    # The tiny model has one decoder layer of two heads: one image each.
     assert sorted(images) == [
-        "attention/sentence_1/layer_1",
-        "attention/sentence_2/layer_1",
+        f"attention/sentence_{s}/layer_1/head_{h}" for s in (1, 2) for h in (1, 2)
     ]
     for by_epoch in images.values():
         assert sorted(by_epoch) == [0, 1]
         width, height, png = by_epoch[1]
         picture = tf.image.decode_png(png).numpy()
         assert picture.shape[:2] == (int(height), int(width))
-        assert picture.shape[0] > 100 and picture.shape[1] > 300
+        # The width of a TensorBoard card (readable labels) for these short
+        # sentences.
+        assert picture.shape[1] == 400 and picture.shape[0] > 150
         assert picture.std() > 10  # a drawing, not a blank
     steps = {}
     for tag in ("loss", "learning_rate", "tokens_per_second", "gradient_norm"):
@@ -637,8 +638,21 @@ def test_profile_steps_trace_those_training_steps_for_the_profile_dashboard(
         for line in plane.lines:
             for event in line.events:
                 names[plane.event_metadata[event.metadata_id].name] += 1
-    # Keras runs each training batch as one call of its traced function.
+    # Keras runs each training batch as one call of its traced function...
     assert names["multi_step_on_iterator"] == 2, names.most_common(10)
+    # ...and each is marked as a step (the overview's step-time graph), with
+    # its batch number over the run.
+    steps = []
+    for plane in space.planes:
+        stat_names = {k: v.name for k, v in plane.stat_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                if plane.event_metadata[event.metadata_id].name != "train":
+                    continue
+                stats = {stat_names[x.metadata_id]: x for x in event.stats}
+                assert stats["_r"].int64_value == 1
+                steps.append(stats["step_num"].int64_value)
+    assert sorted(steps) == [3, 4]
     assert sum(c for n, c in names.items() if n.endswith(":MatMul")) > 0
 
 
