@@ -88,6 +88,7 @@ def screenshot(chromium, url, path, width, height, wait_ms):
     if os.path.getsize(temporary) == 0:
         os.unlink(temporary)
         raise SystemExit(f"Chromium wrote no screenshot of {url}")
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
     return path
 
