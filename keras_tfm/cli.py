@@ -1,6 +1,7 @@
 """`keras-tfm` command line: train, evaluate, export, translate, attention."""
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -118,17 +119,45 @@ def _translate(args):
     except (OSError, KeyError, ValueError, tf.errors.OpError) as error:
         message = " ".join(str(error).split())  # one line
         raise _UsageError(f"cannot load the SavedModel at {path}: {message}") from None
+    batches = [
+        tf.constant(sentences[start : start + args.batch_size], dtype=tf.string)
+        for start in range(0, len(sentences), args.batch_size)
+    ]
+    profile = contextlib.nullcontext()
+    if args.profile and batches:
+        # The first call optimises the graph: run it before the trace, so
+        # that the trace shows decoding.
+        serve(sentences=batches[0])
+        profile = _profiling(args.profile)
     out = sys.stdout
-    for start in range(0, len(sentences), args.batch_size):
-        batch = tf.constant(sentences[start : start + args.batch_size], dtype=tf.string)
-        outputs = serve(sentences=batch)
-        for text, score in zip(
-            outputs["translations"].numpy(), outputs["scores"].numpy()
-        ):
-            line = text.decode("utf-8", "replace")
-            out.write(f"{line}\t{score:.4f}\n" if args.scores else line + "\n")
-        out.flush()
+    with profile as mark_step:
+        for number, batch in enumerate(batches, start=1):
+            with mark_step(number) if args.profile else contextlib.nullcontext():
+                outputs = serve(sentences=batch)
+            for text, score in zip(
+                outputs["translations"].numpy(), outputs["scores"].numpy()
+            ):
+                line = text.decode("utf-8", "replace")
+                out.write(f"{line}\t{score:.4f}\n" if args.scores else line + "\n")
+            out.flush()
     return 0
+
+
+@contextlib.contextmanager
+def _profiling(logdir):
+    """TensorFlow's profiler on, writing to `logdir/plugins/profile` for
+    TensorBoard's Profile dashboard; yields `mark_step(number)`, a context
+    that marks one batch as a step of the trace."""
+    import tensorflow as tf
+
+    def mark_step(number):
+        return tf.profiler.experimental.Trace("translate", step_num=number, _r=1)
+
+    tf.profiler.experimental.start(str(logdir))
+    try:
+        yield mark_step
+    finally:
+        tf.profiler.experimental.stop()
 
 
 class _UsageError(Exception):
@@ -329,6 +358,12 @@ def build_parser():
         "--scores",
         action="store_true",
         help="print a tab and the score after each line",
+    )
+    translate.add_argument(
+        "--profile",
+        metavar="LOGDIR",
+        help="trace the translation (each batch a step) for TensorBoard's Profile "
+        "dashboard: tensorboard --logdir LOGDIR",
     )
     translate.set_defaults(handler=_translate)
     return parser

@@ -193,15 +193,21 @@ def test_make_callbacks_order_and_paths(tmp_path):
     assert kinds == [
         "StopOnNaN",
         "ThroughputAndLearningRate",
-        "TensorBoard",
+        "TensorBoardWithStepMarkers",
         "ModelCheckpoint",
         "BackupAndRestore",
         "EarlyStopping",
     ]
     assert made[0] is guard
+    assert isinstance(made[2], keras.callbacks.TensorBoard)
     assert made[2].log_dir == str(tmp_path / "logs")
     assert made[4].backup_dir == str(tmp_path / "backup")
     assert made[5].patience == 3 and made[5].restore_best_weights
+    assert (made[5].monitor, made[5].mode) == ("val_loss", "min")
+    made, _ = callbacks.make_callbacks(
+        str(tmp_path), patience=2, early_stopping_metric="bleu"
+    )
+    assert (made[-1].monitor, made[-1].mode) == ("val_bleu", "max")
     made, _ = callbacks.make_callbacks(str(tmp_path), patience=0)
     assert "EarlyStopping" not in [type(c).__name__ for c in made]
     made, _ = callbacks.make_callbacks(str(tmp_path), time_limit=60.0)

@@ -3,15 +3,9 @@ resolved config, metrics that match an independent evaluation, `keras-tfm
 evaluate` on it, TensorBoard serving its logs, attention pictures."""
 
 import collections
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
 
 import numpy as np
 import pytest
@@ -27,8 +21,9 @@ from support.cli_runs import (
 )
 from support.events import scalar_events
 from support.paths import TINY
-from support.processes import child_env, free_port
+from support.processes import child_env
 from support.schedules import paper_lr
+from support.tensorboard import serve_tensorboard
 
 
 @pytest.fixture(scope="module")
@@ -325,61 +320,6 @@ def tensorboard_server(tiny_run):
     run_dir, _ = tiny_run
     with serve_tensorboard(run_dir / "logs", ready_run="train") as get:
         yield get
-
-
-@contextlib.contextmanager
-def serve_tensorboard(logdir, ready_run):
-    """`get(path, **params) -> JSON` of a TensorBoard serving `logdir`, once
-    it lists `ready_run`'s `epoch_loss`."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(logdir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def get(path, **params):
-        url = base + path + ("?" + urllib.parse.urlencode(params) if params else "")
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.loads(response.read())
-
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stdout.read().decode()[-2000:]
-            try:
-                tags = get("/data/plugin/scalars/tags")
-                if "epoch_loss" in tags.get(ready_run, {}):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "TensorBoard did not come up"
-            time.sleep(0.5)
-        yield get
-    finally:
-        # Its own session: the server and the data server it started.
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
-        process.stdout.close()
 
 
 def test_tensorboard_serves_the_logged_scalars_and_samples(
