@@ -2,6 +2,7 @@
 languages (a whole run with two is checked in tests/job/test_trained_run.py)."""
 
 import numpy as np
+from support.models import small_config
 
 
 def test_a_shared_embedding_is_written_once_with_its_pieces(task, tmp_path):
@@ -10,20 +11,13 @@ def test_a_shared_embedding_is_written_once_with_its_pieces(task, tmp_path):
     from google.protobuf import text_format
     from tensorboard.plugins.projector import projector_config_pb2
 
-    from keras_tfm import TransformerConfig, build_transformer
+    from keras_tfm import build_transformer
     from keras_tfm.job.projector import write_embeddings
 
     *_, src_tok, _ = task
-    config = TransformerConfig.preset(
-        "tiny",
-        src_vocab_size=src_tok.vocab_size,
-        tgt_vocab_size=src_tok.vocab_size,
-        d_model=16,
-        num_heads=2,
-        d_ff=32,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        share_embeddings=True,
+    vocab = src_tok.vocab_size
+    config = small_config(
+        src_vocab_size=vocab, tgt_vocab_size=vocab, share_embeddings=True
     )
     model = build_transformer(config)
     folder = write_embeddings(tmp_path / "logs", model, src_tok, src_tok)
