@@ -101,6 +101,17 @@ def check_strategy_settings(config, strategy_name):
         )
     settings = config.training
     if (
+        settings.early_stopping_metric == "bleu"
+        and settings.early_stopping_patience
+        and multi_worker
+    ):
+        # Only the chief scores the valid split: the other workers could
+        # not decide to stop with it.
+        raise ConfigError(
+            f'{config.source}: [training] early_stopping_metric = "bleu" with '
+            "early_stopping_patience is not supported with multi-worker training"
+        )
+    if (
         settings.cooldown_steps
         and multi_worker
         and settings.max_steps is None

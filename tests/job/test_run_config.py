@@ -239,6 +239,11 @@ def test_sections_are_frozen():
     [
         ("time_limit_minutes = 5", "time_limit_minutes is not supported"),
         ("cooldown_steps = 10", "cooldown_steps needs steps_per_epoch or max_steps"),
+        (
+            'early_stopping_metric = "bleu"\nearly_stopping_patience = 2',
+            'early_stopping_metric = "bleu" with early_stopping_patience is not '
+            "supported",
+        ),
     ],
 )
 def test_multi_worker_rules_out_what_each_worker_would_decide_alone(
