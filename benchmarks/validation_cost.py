@@ -1,15 +1,15 @@
 """What the per-epoch validation scores cost, by `valid_sentences`.
 
     python benchmarks/validation_cost.py RUN_DIR [--data-dir DIR]
-        [--sentences 250 500 1000] [--method greedy]
+        [--sentences 250 500 1000] [--method METHOD]
 
 Loads a finished run's model (`RUN_DIR/model.keras`, or `--checkpoint`) and
 runs the training job's `ValidationScores` callback on its valid split, as
-an epoch's end does: seeded subsets of each size, compiled decoding with the
-run's `[evaluation]` settings and `--method`. Each size is timed twice: the
-first call compiles its shapes (the first epoch pays it), the second is
-what every later epoch pays. Compare with the run's epoch time (fit's epoch
-lines) for the share of an epoch.
+an epoch's end does: seeded subsets of each size, compiled decoding with
+the run's `[evaluation]` settings (`valid_method`, or `--method`). Each
+size is timed twice: the first call compiles its shapes (the first epoch
+pays it), the second is what every later epoch pays. Compare with the
+run's epoch time (fit's epoch lines) for the share of an epoch.
 """
 
 import argparse
@@ -25,7 +25,7 @@ def main():
     parser.add_argument("--data-dir")
     parser.add_argument("--checkpoint")
     parser.add_argument("--sentences", type=int, nargs="+", default=[250, 500, 1000])
-    parser.add_argument("--method", default="greedy")
+    parser.add_argument("--method", help="default: the run's valid_method")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -48,8 +48,10 @@ def main():
         data_directory(config, directory), "valid", config.data.src, config.data.tgt
     )
     evaluation = config.evaluation
-    decoding = evaluation.decoding.replace(method=args.method)
-    print(f"{args.run_dir}: {len(valid[0])} valid pairs, {args.method}")
+    decoding = evaluation.valid_decoding
+    if args.method:
+        decoding = decoding.replace(method=args.method)
+    print(f"{args.run_dir}: {len(valid[0])} valid pairs, {decoding.method}")
     print("| valid_sentences | first call s | later calls s | validation BLEU |")
     print("|---:|---:|---:|---:|")
     for count in args.sentences:

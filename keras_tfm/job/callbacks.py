@@ -8,6 +8,8 @@ import time
 import keras
 import tensorflow as tf
 
+from keras_tfm.job.training_sections import MONITORED, TrainingConfig
+
 
 class ThroughputAndLearningRate(keras.callbacks.Callback):
     """Adds `learning_rate` and `tokens_per_second` to each epoch's logs.
@@ -293,7 +295,7 @@ def make_callbacks(
     time_limit=None,
     extra=(),
     log_every_steps=0,
-    early_stopping_metric="loss",
+    early_stopping_metric=TrainingConfig.early_stopping_metric,
     profile_steps=(),
 ):
     """The standard callback list of a run writing into `run_dir`.
@@ -304,11 +306,10 @@ def make_callbacks(
     stopping on the validation `early_stopping_metric` ("loss", or "bleu",
     which a `ValidationScores` in `extra` adds); `log_every_steps`
     `StepScalars` under `logs/steps`; `profile_steps` `(first, last)` a
-    profiler trace of those training batches (counted from 1) under
-    `logs/train/plugins/profile`.
+    profiler trace of those training batches (counted from 1 in this `fit`
+    call) under `logs/train/plugins/profile`.
     """
     from keras_tfm.job.run_directory import RunDirectory
-    from keras_tfm.job.training_sections import MONITORED
 
     if not isinstance(run_dir, RunDirectory):
         run_dir = RunDirectory(run_dir)
@@ -318,7 +319,6 @@ def make_callbacks(
         steps.append(StepScalars(run_dir.logs / "steps", log_every_steps))
     callbacks = [
         nan_guard,
-        *([TimeLimit(time_limit)] if time_limit else []),
         ThroughputAndLearningRate(),
         *steps,
         *extra,
@@ -340,4 +340,8 @@ def make_callbacks(
                 restore_best_weights=True,
             )
         )
+    if time_limit:
+        # Last: an epoch's time then includes every other callback's work
+        # (validation scores, checkpoints).
+        callbacks.append(TimeLimit(time_limit))
     return callbacks, nan_guard

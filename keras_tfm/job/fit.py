@@ -228,6 +228,7 @@ def _validation_callbacks(run, model, corpus):
     """Validation BLEU every epoch (`[evaluation] valid_sentences`), and
     the best epoch kept (`[training] keep_best_checkpoint`), on the chief."""
     from keras_tfm.decoding.translator import make_translator
+    from keras_tfm.errors import ConfigError
     from keras_tfm.job.callbacks import backup_epoch
     from keras_tfm.job.validation_scores import KeepBest, ValidationScores, valid_subset
 
@@ -236,10 +237,21 @@ def _validation_callbacks(run, model, corpus):
     if not run.is_chief:
         return []
     callbacks = []
+    sources = []
     if evaluation.valid_sentences:
         sources, references = valid_subset(
             *corpus.valid, evaluation.valid_sentences, settings.seed
         )
+    if evaluation.valid_sentences and not sources:
+        if settings.early_stopping_metric == "bleu" and (
+            settings.early_stopping_patience or settings.keep_best_checkpoint
+        ):
+            raise ConfigError(
+                f'{config.source}: [training] early_stopping_metric = "bleu" '
+                "needs validation BLEU, but the valid split has no sentences"
+            )
+        run.log("the valid split has no sentences: no validation BLEU")
+    if sources:
         translate = make_translator(
             model, *corpus.tokenizers, evaluation.valid_decoding,
             batch_size=evaluation.batch_size,
@@ -248,10 +260,11 @@ def _validation_callbacks(run, model, corpus):
             ValidationScores(translate, sources, references, config.data.tgt)
         )
     if settings.keep_best_checkpoint:
-        resuming = backup_epoch(run.writes.backup) is not None
         callbacks.append(
             KeepBest(
-                run.writes.best_checkpoint, settings.early_stopping_metric, resuming
+                run.writes.best_checkpoint,
+                settings.early_stopping_metric,
+                resumed_epoch=backup_epoch(run.writes.backup),
             )
         )
     return callbacks

@@ -221,7 +221,8 @@ class TrainingConfig:
     `model.keras`, export) instead of the last epoch's.
 
     `profile_steps = [FIRST, LAST]` traces training batches FIRST to LAST
-    (counted from 1 over the whole run; one optimizer step each unless
+    (counted from 1 in each `fit` call, so again after a resume; one
+    optimizer step each unless
     `accumulate_steps`) with TensorFlow's profiler into `logs/train/
     plugins/profile`, for TensorBoard's Profile dashboard (`pip install
     "keras-tfm[profile]"`). Off (`[]`) by default: tracing slows the traced

@@ -15,7 +15,16 @@ from keras_tfm.text.scoring import corpus_scores
 def valid_subset(sources, references, count, seed):
     """At most `count` pairs of the valid split, the same ones in every run
     with `seed` (a seeded sample, in file order); all of them when `count`
-    is at least their number."""
+    is at least their number. Pairs with a blank source are left out.
+
+    Args:
+        sources, references: the split's lines.
+        count: the most pairs returned.
+        seed: the sample's seed (`[training] seed`).
+
+    Returns:
+        `(sources, references)`, lists.
+    """
     pairs = [(s, r) for s, r in zip(sources, references) if s.strip()]
     if count < len(pairs):
         chosen = sorted(random.Random(seed).sample(range(len(pairs)), count))
@@ -70,12 +79,15 @@ class KeepBest(keras.callbacks.Callback):
     renamed), and `path` with the suffix `.json` records the epoch (counted
     from 1) and the value. A run resumed from its backup reads that record
     back, so that it still compares against the best epoch before the
-    interruption; a new run removes what an earlier one left there.
+    interruption (unless the record is of an epoch after the backup's,
+    which training runs again: then it starts afresh); a new run removes
+    what an earlier one left there.
 
     Args:
         path: the `.keras` file to keep.
         metric: a key of `MONITORED` ("loss" or "bleu").
-        resuming: whether training resumes from a backup.
+        resumed_epoch: the epochs finished before a resume (the backup's),
+            or None for a new run.
 
     Example:
     >>> keep = KeepBest(run_dir / "checkpoints" / "best.keras", "bleu")
@@ -83,20 +95,22 @@ class KeepBest(keras.callbacks.Callback):
     >>> restore_best(model, keep.path)
     """
 
-    def __init__(self, path, metric, resuming=False):
+    def __init__(self, path, metric, resumed_epoch=None):
         super().__init__()
-        self.path, self.resuming = path, resuming
+        self.path, self.resumed_epoch = path, resumed_epoch
         self.record = path.with_suffix(".json")
         self.monitor, self.mode = MONITORED[metric]
         self.best_epoch = self.best_value = None
 
     def on_train_begin(self, logs=None):
-        if not self.resuming:
+        self.best_epoch = self.best_value = kept = None
+        if self.resumed_epoch is not None and self.record.is_file():
+            kept = json.loads(self.record.read_text(encoding="utf-8"))
+        if kept is None or kept["epoch"] > self.resumed_epoch:
             self.path.unlink(missing_ok=True)
             self.record.unlink(missing_ok=True)
-        elif self.record.is_file():
-            kept = json.loads(self.record.read_text(encoding="utf-8"))
-            self.best_epoch, self.best_value = kept["epoch"], kept["value"]
+            return
+        self.best_epoch, self.best_value = kept["epoch"], kept["value"]
 
     def _better(self, value):
         if self.best_value is None:
@@ -120,8 +134,16 @@ class KeepBest(keras.callbacks.Callback):
 
 
 def restore_best(model, path):
-    """Loads the weights `KeepBest` kept at `path` into `model`; returns its
-    record (`{"epoch", "monitor", "value"}`), or None when none was kept."""
+    """Loads the weights `KeepBest` kept into `model`.
+
+    Args:
+        model: the model to load into.
+        path: `KeepBest`'s `path`.
+
+    Returns:
+        Its record (`{"epoch", "monitor", "value"}`), or None when nothing
+        was kept (the model unchanged).
+    """
     record = path.with_suffix(".json")
     if not (path.is_file() and record.is_file()):
         return None

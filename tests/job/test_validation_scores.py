@@ -97,7 +97,7 @@ def test_keep_best_saves_the_best_epoch_and_remembers_it_across_a_resume(tmp_pat
         "value": 30.0,
     }
     # A resumed run: epoch 4 is worse than epoch 2, epoch 5 better.
-    resumed = KeepBest(path, "bleu", resuming=True)
+    resumed = KeepBest(path, "bleu", resumed_epoch=3)
     epochs(resumed, _model(0.0), [25.0], first_epoch=3)
     assert kept_weight() == 2.0 and resumed.best_epoch == 2
     epochs(resumed, _model(0.0), [31.0], first_epoch=4)
@@ -112,6 +112,15 @@ def test_keep_best_saves_the_best_epoch_and_remembers_it_across_a_resume(tmp_pat
         "value": 31.0,
     }
     assert final.get_weights()[0][0, 0] == 5.0
+
+    # A resume from a backup taken before the kept epoch (5): that epoch is
+    # trained again, so its record no longer holds.
+    early = KeepBest(path, "bleu", resumed_epoch=4)
+    early.set_model(_model(0.0))
+    early.on_train_begin()
+    assert early.best_epoch is None and not path.exists()
+    epochs(resumed, _model(0.0), [31.0], first_epoch=4)  # kept again
+    assert kept_weight() == 5.0
 
     # A new run in the same place starts afresh: what was kept is removed,
     # and a first epoch worse than the old best is kept.
