@@ -238,3 +238,38 @@ def test_bad_input_exit_status_without_traceback(tmp_path):
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_bleu_watched_on_a_valid_split_of_blank_sentences_returns_2(
+    task, tmp_path, capsys
+):
+    """Blank valid sources leave nothing to score: early stopping or keeping
+    the best epoch by validation BLEU is refused before training."""
+    import shutil
+
+    from keras_tfm.cli import main
+
+    data_dir = task[0]
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "test"):
+        for lang in ("de", "en"):
+            shutil.copy(data_dir / f"{split}.{lang}", data / f"{split}.{lang}")
+    write_pairs(data, "valid", b"  \n \n\t\n", b"one\ntwo\nthree\n")
+    config = tmp_path / "bleu.toml"
+    config.write_text(
+        TINY.read_text().replace(
+            "[training]",
+            '[training]\nkeep_best_checkpoint = true\nearly_stopping_metric = "bleu"',
+        )
+    )
+    args = ["train", "--config", config, "--data-dir", data, "--max-steps", 2]
+    args += ["--run-dir", tmp_path / "run", "--no-export"]
+    assert main(list(map(str, args))) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f'keras-tfm: error: {config}: [training] early_stopping_metric = "bleu" '
+        "needs validation BLEU, but the valid split has no sentences\n"
+    )
+    assert "Epoch 1/" not in captured.out
+    assert not (tmp_path / "run" / "metrics.json").exists()
