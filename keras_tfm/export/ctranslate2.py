@@ -194,21 +194,13 @@ def build_spec(model, src_tokenizer, tgt_tokenizer):
         (src_tokenizer, spec.register_source_vocabulary),
         (tgt_tokenizer, spec.register_target_vocabulary),
     ):
-        register(_pieces(tokenizer))
-    unk = _pieces(tgt_tokenizer)
-    spec.config.unk_token = unk[tgt_tokenizer.unk_id]
-    spec.config.bos_token = unk[tgt_tokenizer.start_id]
-    spec.config.eos_token = unk[tgt_tokenizer.end_id]
-    spec.config.decoder_start_token = unk[tgt_tokenizer.start_id]
+        register(tokenizer.pieces())
+    pieces = tgt_tokenizer.pieces()
+    spec.config.unk_token = pieces[tgt_tokenizer.unk_id]
+    spec.config.bos_token = pieces[tgt_tokenizer.start_id]
+    spec.config.eos_token = pieces[tgt_tokenizer.end_id]
+    spec.config.decoder_start_token = pieces[tgt_tokenizer.start_id]
     return spec
-
-
-def _pieces(tokenizer):
-    import sentencepiece as spm
-
-    processor = spm.SentencePieceProcessor()
-    processor.LoadFromSerializedProto(tokenizer.model_proto)
-    return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
 
 
 def export_ctranslate2(

@@ -27,7 +27,6 @@ def sentence_maps(model, src_tokenizer, tgt_tokenizer, sentence, **generate_kwar
         end token; each output row is the step that produced that piece (the
         end token included when produced).
     """
-    import sentencepiece as spm
 
     from keras_tfm.decoding.generation import generate
 
@@ -49,8 +48,8 @@ def sentence_maps(model, src_tokenizer, tgt_tokenizer, sentence, **generate_kwar
     weights = cross_attention(model, source, target)[:, 0]
     pieces = []
     for tokenizer, sequence in ((src_tokenizer, ids), (tgt_tokenizer, output)):
-        processor = spm.SentencePieceProcessor(model_proto=tokenizer.model_proto)
-        pieces.append([processor.id_to_piece(int(i)) for i in sequence])
+        vocabulary = tokenizer.pieces()
+        pieces.append([vocabulary[int(i)] for i in sequence])
     translation = tgt_tokenizer.detokenize(np.array([output], "int32"))
     return weights, pieces[0], pieces[1], translation.numpy()[0].decode("utf-8")
 
