@@ -38,20 +38,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 THREADS = 2
 
 
-def next_power_of_two(n):
-    """`n` rounded up to a power of two, in TensorFlow integer ops."""
-    import tensorflow as tf
-
-    n = tf.maximum(n - 1, 0)
-    for shift in (1, 2, 4, 8, 16):
-        n = tf.bitwise.bitwise_or(n, tf.bitwise.right_shift(n, shift))
-    return n + 1
-
-
 def bucketed_xla_step(step, repeat):
     """`step` compiled by XLA, called on a batch padded to a power of two
     of sentences: `(rows, ...)` state in, the same rows out."""
     import tensorflow as tf
+
+    from keras_tfm.decoding.compile_shapes import next_power_of_two
 
     compiled = tf.function(step, jit_compile=True, autograph=False)
 

@@ -26,17 +26,23 @@ def padded_length(length, limit):
     return max(length, min(-(-length // LENGTH_MULTIPLE) * LENGTH_MULTIPLE, limit))
 
 
+def next_power_of_two(count):
+    """`padded_rows` for an int tensor `count` whose value is not known when
+    a graph is traced."""
+    # Smear the highest set bit of count - 1 into every lower bit, then add
+    # one.
+    count = ops.maximum(count - 1, 0)
+    for shift in (1, 2, 4, 8, 16):
+        count = ops.bitwise_or(count, ops.right_shift(count, shift))
+    return count + 1
+
+
 def pad_to_compile_shape(ids, limit):
     """int `ids` `(rows, length)` tensor padded with `PADDING_ID` to
     `(padded_rows(rows), padded_length(length, limit))`, inside a graph
     whose shapes are not known when it is traced."""
     rows, length = ops.shape(ids)[0], ops.shape(ids)[1]
-    # The next power of two, in integer ops: smear the highest set bit of
-    # rows - 1 into every lower bit, then add one.
-    bucket_rows = ops.maximum(rows - 1, 0)
-    for shift in (1, 2, 4, 8, 16):
-        bucket_rows = ops.bitwise_or(bucket_rows, ops.right_shift(bucket_rows, shift))
-    bucket_rows = bucket_rows + 1
+    bucket_rows = next_power_of_two(rows)
     multiple = (length + LENGTH_MULTIPLE - 1) // LENGTH_MULTIPLE * LENGTH_MULTIPLE
     bucket_length = ops.maximum(length, ops.minimum(multiple, limit))
     return ops.pad(
