@@ -97,7 +97,7 @@ class EvaluationConfig(_DecodingKeys):
     @property
     def valid_decoding(self):
         """`DecodingOptions` of the per-epoch validation scores."""
-        return dataclasses.replace(self.decoding, method=self.valid_method)
+        return self.decoding.replace(method=self.valid_method)
 
     def methods(self):
         """`DecodingOptions` of the primary method, then of `compare`'s others."""

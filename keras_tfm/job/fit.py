@@ -243,9 +243,7 @@ def _validation_callbacks(run, model, corpus):
             *corpus.valid, evaluation.valid_sentences, settings.seed
         )
     if evaluation.valid_sentences and not sources:
-        if settings.early_stopping_metric == "bleu" and (
-            settings.early_stopping_patience or settings.keep_best_checkpoint
-        ):
+        if settings.watches_validation_bleu:
             raise ConfigError(
                 f'{config.source}: [training] early_stopping_metric = "bleu" '
                 "needs validation BLEU, but the valid split has no sentences"

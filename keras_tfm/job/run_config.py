@@ -111,11 +111,10 @@ class RunConfig:
                 "= true needs one vocabulary for both languages: set "
                 "[tokenizer] shared = true",
             )
-        training = self.training
-        watches_bleu = training.early_stopping_metric == "bleu" and (
-            training.early_stopping_patience or training.keep_best_checkpoint
-        )
-        if watches_bleu and not self.evaluation.valid_sentences:
+        if (
+            self.training.watches_validation_bleu
+            and not self.evaluation.valid_sentences
+        ):
             raise FieldError(
                 "training",
                 "early_stopping_metric",

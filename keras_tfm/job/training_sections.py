@@ -309,3 +309,11 @@ class TrainingConfig:
                 f"= true and average_checkpoints = {self.average_checkpoints} "
                 "both choose the run's final weights; set one",
             )
+
+    @property
+    def watches_validation_bleu(self):
+        """Whether early stopping or the kept best epoch go by validation
+        BLEU (which then has to be computed)."""
+        return self.early_stopping_metric == "bleu" and bool(
+            self.early_stopping_patience or self.keep_best_checkpoint
+        )
