@@ -123,7 +123,7 @@ def _translate(args):
         tf.constant(sentences[start : start + args.batch_size], dtype=tf.string)
         for start in range(0, len(sentences), args.batch_size)
     ]
-    profile = contextlib.nullcontext()
+    profile = contextlib.nullcontext(lambda number: contextlib.nullcontext())
     if args.profile and batches:
         # The first call optimises the graph: run it before the trace, so
         # that the trace shows decoding.
@@ -132,7 +132,7 @@ def _translate(args):
     out = sys.stdout
     with profile as mark_step:
         for number, batch in enumerate(batches, start=1):
-            with mark_step(number) if args.profile else contextlib.nullcontext():
+            with mark_step(number):
                 outputs = serve(sentences=batch)
             for text, score in zip(
                 outputs["translations"].numpy(), outputs["scores"].numpy()

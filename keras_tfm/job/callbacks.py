@@ -261,7 +261,7 @@ class TensorBoardWithStepMarkers(keras.callbacks.TensorBoard):
     Keras wraps each profiled batch in a profiler trace event without the
     step-marker flag, so the Profile dashboard's overview finds no steps
     ("No step marker observed"). This marks each as the step `train` with
-    its number (counted from 1 over the run), as TensorFlow's profiler
+    its number (counted from 1 in the `fit` call), as TensorFlow's profiler
     guide does.
     """
 
