@@ -21,6 +21,7 @@ import tensorflow as tf
 from support.numbers import NUMBERS_MAX_LENGTH
 from support.paths import SERVING_CLIENT
 from support.processes import child_env
+from support.profiles import read_trace, step_markers
 
 from keras_tfm import DecodingOptions
 from keras_tfm.data.numbers_task import number_pairs
@@ -454,7 +455,7 @@ def test_cli_export_and_translate(trained, tmp_path):
     )
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     assert result.stdout.decode("utf-8").splitlines() == expected
-    assert trace_steps(logdir, "translate") == [1, 2]
+    assert step_markers(read_trace(logdir), "translate") == [1, 2]
 
     # stdin mode, one line per sentence (an empty line stays a line), and a
     # model base path resolving to its highest version.
@@ -613,25 +614,3 @@ def test_load_run_translates_sentences_as_the_token_path_does(trained):
     ]
     with pytest.raises(TypeError, match="list of sentences"):
         model.generate(sentences[0])
-
-
-def trace_steps(logdir, name):
-    """The step numbers of the profiler's step markers `name` in the one
-    trace under `logdir/plugins/profile`."""
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-
-    traces = sorted((logdir / "plugins" / "profile").glob("*/*.xplane.pb"))
-    assert len(traces) == 1, traces
-    space = xplane_pb2.XSpace()
-    space.ParseFromString(traces[0].read_bytes())
-    steps = []
-    for plane in space.planes:
-        stat_names = {k: v.name for k, v in plane.stat_metadata.items()}
-        for line in plane.lines:
-            for event in line.events:
-                if plane.event_metadata[event.metadata_id].name != name:
-                    continue
-                stats = {stat_names[x.metadata_id]: x for x in event.stats}
-                assert stats["_r"].int64_value == 1
-                steps.append(stats["step_num"].int64_value)
-    return sorted(steps)

@@ -8,7 +8,7 @@ import json
 import pytest
 from support.cli_runs import run_cli
 from support.paths import TINY
-from support.tensorboard import serve_tensorboard
+from support.tensorboard import hparams_sessions, serve_tensorboard
 
 VARIANTS = {
     "plain": "",
@@ -51,19 +51,7 @@ def runs(tmp_path_factory):
 
 def test_each_run_is_a_session_with_its_settings_and_scores(runs):
     with serve_tensorboard(runs, ready_run="recipe/logs/train") as get:
-        experiment = get("/data/plugin/hparams/experiment", request="{}")
-        request = {
-            "startIndex": 0,
-            "sliceSize": 10,
-            "allowedStatuses": [
-                "STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING",
-            ],
-            "colParams": [{"hparam": h["name"]} for h in experiment["hparamInfos"]]
-            + [{"metric": m["name"]} for m in experiment["metricInfos"]],
-        }  # fmt: skip
-        groups = get(
-            "/data/plugin/hparams/session_groups", request=json.dumps(request)
-        )["sessionGroups"]
+        _, groups = hparams_sessions(get)
     by_run = {g["sessions"][0]["name"].split("/")[0]: g for g in groups}
     assert sorted(by_run) == sorted(VARIANTS)
     assert all(len(g["sessions"]) == 1 for g in groups)

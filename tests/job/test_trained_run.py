@@ -2,7 +2,6 @@
 resolved config, metrics that match an independent evaluation, `keras-tfm
 evaluate` on it, TensorBoard serving its logs, attention pictures."""
 
-import collections
 import json
 import subprocess
 import sys
@@ -22,8 +21,9 @@ from support.cli_runs import (
 from support.events import scalar_events
 from support.paths import TINY
 from support.processes import child_env
+from support.profiles import event_counts, read_trace, step_markers
 from support.schedules import paper_lr
-from support.tensorboard import serve_tensorboard
+from support.tensorboard import hparams_sessions, serve_tensorboard
 
 
 @pytest.fixture(scope="module")
@@ -509,21 +509,8 @@ def test_hparams_dashboard_lists_the_run_with_its_settings_and_scores(tiny_run):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     session = f"{run_dir.name}/logs"
     with serve_tensorboard(run_dir.parent, ready_run=f"{session}/train") as get:
-        experiment = get("/data/plugin/hparams/experiment", request="{}")
-        names = {h["name"] for h in experiment["hparamInfos"]}
-        metric_names = [m["name"] for m in experiment["metricInfos"]]
-        request = {
-            "startIndex": 0,
-            "sliceSize": 10,
-            "allowedStatuses": [
-                "STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING",
-            ],
-            "colParams": [{"hparam": n} for n in sorted(names)]
-            + [{"metric": m} for m in metric_names],
-        }  # fmt: skip
-        groups = get(
-            "/data/plugin/hparams/session_groups", request=json.dumps(request)
-        )["sessionGroups"]
+        experiment, groups = hparams_sessions(get)
+    names = {h["name"] for h in experiment["hparamInfos"]}
     assert {
         "model.d_model",
         "model.num_heads",
@@ -566,33 +553,14 @@ def test_profile_steps_trace_those_training_steps_for_the_profile_dashboard(
     """`profile_steps = [3, 4]`: one trace under logs/train/plugins/profile,
     as the Profile dashboard reads it, holding two executions of the
     training function and the model's products."""
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-
     run_dir, _ = tiny_run
-    traces = sorted((run_dir / "logs" / "train" / "plugins" / "profile").glob("*/*"))
-    assert [p.name.endswith(".xplane.pb") for p in traces] == [True]
-    space = xplane_pb2.XSpace()
-    space.ParseFromString(traces[0].read_bytes())
-    names = collections.Counter()
-    for plane in space.planes:
-        for line in plane.lines:
-            for event in line.events:
-                names[plane.event_metadata[event.metadata_id].name] += 1
+    space = read_trace(run_dir / "logs" / "train")
+    names = event_counts(space)
     # Keras runs each training batch as one call of its traced function...
     assert names["multi_step_on_iterator"] == 2, names.most_common(10)
     # ...and each is marked as a step (the overview's step-time graph), with
-    # its batch number over the run.
-    steps = []
-    for plane in space.planes:
-        stat_names = {k: v.name for k, v in plane.stat_metadata.items()}
-        for line in plane.lines:
-            for event in line.events:
-                if plane.event_metadata[event.metadata_id].name != "train":
-                    continue
-                stats = {stat_names[x.metadata_id]: x for x in event.stats}
-                assert stats["_r"].int64_value == 1
-                steps.append(stats["step_num"].int64_value)
-    assert sorted(steps) == [3, 4]
+    # its batch number.
+    assert step_markers(space, "train") == [3, 4]
     assert sum(c for n, c in names.items() if n.endswith(":MatMul")) > 0
 
 

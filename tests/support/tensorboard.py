@@ -67,3 +67,21 @@ def serve_tensorboard(logdir, ready_run):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=20)
         process.stdout.close()
+
+
+def hparams_sessions(get):
+    """`(experiment, session groups)` as the HParams dashboard asks for them
+    (every hyperparameter and metric column, any status), from a server's
+    `get`."""
+    experiment = get("/data/plugin/hparams/experiment", request="{}")
+    request = {
+        "startIndex": 0,
+        "sliceSize": 100,
+        "allowedStatuses": [
+            "STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING",
+        ],
+        "colParams": [{"hparam": h["name"]} for h in experiment["hparamInfos"]]
+        + [{"metric": m["name"]} for m in experiment["metricInfos"]],
+    }  # fmt: skip
+    groups = get("/data/plugin/hparams/session_groups", request=json.dumps(request))
+    return experiment, groups["sessionGroups"]
