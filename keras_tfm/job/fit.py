@@ -110,6 +110,9 @@ class Fitted:
     tokens_per_second: float | None = None  # the median epoch's
     # The last epoch's validation scores ("valid_loss", "valid_bleu", ...).
     valid_scores: dict = dataclasses.field(default_factory=dict)
+    # Validation BLEU by epoch (counted from 1) of this fit call, on the chief.
+    valid_bleu: dict = dataclasses.field(default_factory=dict)
+    validation: object = None  # ValidationScores, or None without a valid split
 
 
 def fit_model(run, model, corpus, pipelines):
@@ -141,7 +144,8 @@ def fit_model(run, model, corpus, pipelines):
                 str(run.writes.logs),
             )
         )
-    extra += _validation_callbacks(run, model, corpus)
+    validation = _validation_scores(run, model, corpus)
+    extra += _validation_callbacks(run, validation)
     pictures = config.evaluation.attention_images
     if pictures and run.is_chief:
         extra.append(
@@ -221,42 +225,53 @@ def fit_model(run, model, corpus, pipelines):
         for key, values in history.history.items()
         if key in ("val_loss", "val_bleu", "val_exact_match") and values
     }
-    return Fitted(seconds, last_epoch, rate, valid_scores)
+    valid_bleu = {
+        epoch + 1: float(value)
+        for epoch, value in zip(history.epoch, history.history.get("val_bleu", []))
+    }
+    return Fitted(seconds, last_epoch, rate, valid_scores, valid_bleu, validation)
 
 
-def _validation_callbacks(run, model, corpus):
-    """Validation BLEU every epoch (`[evaluation] valid_sentences`), and
-    the best epoch kept (`[training] keep_best_checkpoint`), on the chief."""
+def _validation_scores(run, model, corpus):
+    """`ValidationScores` over `[evaluation] valid_sentences` pairs of the
+    valid split, or None when there are none to score."""
     from keras_tfm.decoding.translator import make_translator
     from keras_tfm.errors import ConfigError
-    from keras_tfm.job.callbacks import backup_epoch
-    from keras_tfm.job.validation_scores import KeepBest, ValidationScores, valid_subset
+    from keras_tfm.job.validation_scores import ValidationScores, valid_subset
 
     config = run.config
     evaluation, settings = config.evaluation, config.training
-    if not run.is_chief:
-        return []
-    callbacks = []
-    sources = []
-    if evaluation.valid_sentences:
-        sources, references = valid_subset(
-            *corpus.valid, evaluation.valid_sentences, settings.seed
-        )
-    if evaluation.valid_sentences and not sources:
-        if settings.watches_validation_bleu:
+    if not evaluation.valid_sentences:
+        return None
+    sources, references = valid_subset(
+        *corpus.valid, evaluation.valid_sentences, settings.seed
+    )
+    if not sources:
+        setting = settings.setting_needing_validation_bleu
+        if setting:
             raise ConfigError(
-                f'{config.source}: [training] early_stopping_metric = "bleu" '
-                "needs validation BLEU, but the valid split has no sentences"
+                f"{config.source}: [training] {setting} needs validation BLEU, "
+                "but the valid split has no sentences"
             )
         run.log("the valid split has no sentences: no validation BLEU")
-    if sources:
-        translate = make_translator(
-            model, *corpus.tokenizers, evaluation.valid_decoding,
-            batch_size=evaluation.batch_size,
-        )  # fmt: skip
-        callbacks.append(
-            ValidationScores(translate, sources, references, config.data.tgt)
-        )
+        return None
+    translate = make_translator(
+        model, *corpus.tokenizers, evaluation.valid_decoding,
+        batch_size=evaluation.batch_size,
+    )  # fmt: skip
+    return ValidationScores(translate, sources, references, config.data.tgt)
+
+
+def _validation_callbacks(run, validation):
+    """Validation BLEU every epoch, and the best epoch kept (`[training]
+    keep_best_checkpoint`), on the chief."""
+    from keras_tfm.job.callbacks import backup_epoch
+    from keras_tfm.job.validation_scores import KeepBest
+
+    settings = run.config.training
+    if not run.is_chief:
+        return []
+    callbacks = [validation] if validation is not None else []
     if settings.keep_best_checkpoint:
         callbacks.append(
             KeepBest(

@@ -111,14 +111,13 @@ class RunConfig:
                 "= true needs one vocabulary for both languages: set "
                 "[tokenizer] shared = true",
             )
-        if (
-            self.training.watches_validation_bleu
-            and not self.evaluation.valid_sentences
-        ):
+        setting = self.training.setting_needing_validation_bleu
+        if setting and not self.evaluation.valid_sentences:
+            field, value = setting.split(" = ")
             raise FieldError(
                 "training",
-                "early_stopping_metric",
-                '= "bleu" needs validation BLEU: [evaluation] valid_sentences is 0',
+                field,
+                f"= {value} needs validation BLEU: [evaluation] valid_sentences is 0",
             )
         batch_tokens = self.training.batch_tokens
         if batch_tokens is not None and batch_tokens < limit:

@@ -157,7 +157,8 @@ def _worker_role():
 
 
 def average_and_evaluate(run, model, corpus, fitted):
-    """Averages the last checkpoints if asked, then scores the test split.
+    """Averages the last checkpoints if asked (or the ones validation BLEU
+    chooses), then scores the test split.
 
     Returns the metrics and the test split's translations.
     """
@@ -167,8 +168,7 @@ def average_and_evaluate(run, model, corpus, fitted):
 
     settings = run.config.training
     count = settings.average_checkpoints
-    averaged, kept = [], {}
-    record = None
+    kept, record = {}, None
     if settings.keep_best_checkpoint:
         record = restore_best(model, run.writes.best_checkpoint)
     if record is not None:
@@ -178,12 +178,15 @@ def average_and_evaluate(run, model, corpus, fitted):
             f"the run's model is epoch {record['epoch']}'s, the best by "
             f"{record['monitor']} ({record['value']:.4g})"
         )
-    if count > 1:
+    if count > 1 and settings.choose_average and fitted.validation is not None:
+        kept.update(choose_epochs_averaged(run, model, fitted))
+    elif count > 1:
         first = max(1, fitted.last_epoch - count + 1)
         epochs = range(first, fitted.last_epoch + 1)
         averaged = [run.writes.checkpoint(e) for e in epochs]
         averaged = [path for path in averaged if path.is_file()]
         average_checkpoints(model, averaged)
+        kept["averaged_epochs"] = [first, fitted.last_epoch]
         run.log(f"averaged the weights of epochs {first} to {fitted.last_epoch}")
     metrics, hypotheses = score_test_set(
         model,
@@ -198,11 +201,42 @@ def average_and_evaluate(run, model, corpus, fitted):
         tokens_per_second=fitted.tokens_per_second,
         **fitted.valid_scores,
         epochs=fitted.last_epoch,
-        averaged_checkpoints=len(averaged),
         parameters=model.count_params(),
         **kept,
     )
     return metrics, hypotheses
+
+
+def choose_epochs_averaged(run, model, fitted):
+    """`choose_average = true`: the mean of the epochs (among
+    `candidate_windows`) with the best validation BLEU becomes the model.
+
+    Returns the metrics it adds: the epochs averaged and their score.
+    """
+    from keras_tfm.job.average_choice import candidate_windows, choose_average
+
+    valid_bleu = fitted.valid_bleu
+    best = max(valid_bleu, key=valid_bleu.get) if valid_bleu else None
+    windows = candidate_windows(
+        fitted.last_epoch, run.config.training.average_checkpoints, best
+    )
+    checkpoints = {}
+    for epoch in range(1, fitted.last_epoch + 1):
+        if run.writes.checkpoint(epoch).is_file():
+            checkpoints[epoch] = run.writes.checkpoint(epoch)
+    run.log("choosing the epochs averaged by validation BLEU:")
+    (first, last), scores = choose_average(
+        model,
+        checkpoints,
+        windows,
+        lambda: fitted.validation.score()["val_bleu"],
+        log=run.log,
+    )
+    run.log(f"averaged the weights of epochs {first} to {last}")
+    return {
+        "averaged_epochs": [first, last],
+        "averaged_valid_bleu": round(scores[first, last], 2),
+    }
 
 
 def save_and_export(run, model, corpus, metrics, translations, export):

@@ -187,8 +187,11 @@ class TrainingConfig:
     similar length up to that many tokens per side (set one; the default is
     64 sentences). `time_limit_minutes` stops after the last whole epoch
     that fits; `average_checkpoints = N` evaluates the mean of the last N
-    epochs' weights. `verbose` is fit's (default: a progress bar on a
-    terminal, a line per epoch otherwise).
+    epochs' weights, or with `choose_average = true` the mean that scores
+    the best validation BLEU among the last 1 to N epochs (and, when the
+    best epoch by validation BLEU is earlier, the 1 to N epochs ending
+    there; `keras_tfm.job.average_choice`). `verbose` is fit's (default: a
+    progress bar on a terminal, a line per epoch otherwise).
 
     `steps_per_epoch` makes an epoch that many batches (the training data
     repeats), so that checkpoints, validation and TensorBoard come at a
@@ -248,6 +251,7 @@ class TrainingConfig:
     seed: int = 0
     time_limit_minutes: float | None = None
     average_checkpoints: int = 1
+    choose_average: bool = False
     profile_steps: tuple[int, ...] = ()
     verbose: int | None = None
 
@@ -309,11 +313,22 @@ class TrainingConfig:
                 f"= true and average_checkpoints = {self.average_checkpoints} "
                 "both choose the run's final weights; set one",
             )
+        if self.choose_average and self.average_checkpoints < 2:
+            raise FieldError(
+                "training",
+                "choose_average",
+                "= true needs average_checkpoints of 2 or more (the most "
+                "epochs averaged)",
+            )
 
     @property
-    def watches_validation_bleu(self):
-        """Whether early stopping or the kept best epoch go by validation
-        BLEU (which then has to be computed)."""
-        return self.early_stopping_metric == "bleu" and bool(
+    def setting_needing_validation_bleu(self):
+        """The setting that goes by validation BLEU (which then has to be
+        computed), as a config file spells it, or None."""
+        if self.early_stopping_metric == "bleu" and (
             self.early_stopping_patience or self.keep_best_checkpoint
-        )
+        ):
+            return 'early_stopping_metric = "bleu"'
+        if self.choose_average:
+            return "choose_average = true"
+        return None

@@ -60,15 +60,24 @@ class ValidationScores(keras.callbacks.Callback):
         self.sources, self.references = list(sources), list(references)
         self.lang = lang
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
+    def score(self):
+        """Translates and scores the sentences with the model as it stands.
+
+        Returns:
+            `{"val_bleu", "val_exact_match", "val_scoring_seconds"}`.
+        """
         started = time.perf_counter()
         hypotheses = self.translate_fn(self.sources)
         scores = corpus_scores(hypotheses, self.references, lang=self.lang)
-        logs["val_bleu"] = scores["sacrebleu"]
-        logs["val_exact_match"] = scores["exact_match"]
-        logs["val_scoring_seconds"] = time.perf_counter() - started
+        return {
+            "val_bleu": scores["sacrebleu"],
+            "val_exact_match": scores["exact_match"],
+            "val_scoring_seconds": time.perf_counter() - started,
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.score())
 
 
 class KeepBest(keras.callbacks.Callback):

@@ -160,6 +160,14 @@ def test_keep_best_saves_the_best_epoch_and_remembers_it_across_a_resume(tmp_pat
             {"training": {"keep_best_checkpoint": True, "average_checkpoints": 3}},
             "keep_best_checkpoint",
         ),
+        ({"training": {"choose_average": True}}, "choose_average"),
+        (
+            {
+                "training": {"choose_average": True, "average_checkpoints": 3},
+                "evaluation": {"valid_sentences": 0},
+            },
+            "choose_average",
+        ),
         ({"evaluation": {"valid_method": "sample"}}, "valid_method"),
         ({"evaluation": {"valid_sentences": -1}}, "valid_sentences"),
     ],
