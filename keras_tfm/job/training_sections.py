@@ -313,6 +313,16 @@ class TrainingConfig:
                 f"= true and average_checkpoints = {self.average_checkpoints} "
                 "both choose the run's final weights; set one",
             )
+        metric = self.early_stopping_metric
+        if metric != "loss" and not (
+            self.early_stopping_patience or self.keep_best_checkpoint
+        ):
+            raise FieldError(
+                "training",
+                "early_stopping_metric",
+                f'= "{metric}" has no effect: nothing watches it without '
+                "early_stopping_patience or keep_best_checkpoint",
+            )
         if self.choose_average and self.average_checkpoints < 2:
             raise FieldError(
                 "training",

@@ -160,6 +160,7 @@ def test_keep_best_saves_the_best_epoch_and_remembers_it_across_a_resume(tmp_pat
             {"training": {"keep_best_checkpoint": True, "average_checkpoints": 3}},
             "keep_best_checkpoint",
         ),
+        ({"training": {"early_stopping_metric": "bleu"}}, "early_stopping_metric"),
         ({"training": {"choose_average": True}}, "choose_average"),
         (
             {
