@@ -39,17 +39,13 @@ def main():
 
     from keras_tfm.data.text_files import read_parallel
     from keras_tfm.job.evaluation import read_tokenized_reference, score_test_set
+    from keras_tfm.job.finished_run import load_run_and_data
     from keras_tfm.job.run_directory import RunDirectory
-    from keras_tfm.job.train import data_directory
     from keras_tfm.training import average_checkpoints
 
     directory = RunDirectory(args.run_dir)
-    overrides = {}
-    if args.data_dir:
-        overrides["data.data_dir"] = ("--data-dir", args.data_dir)
-    run = directory.load(overrides=overrides)
+    run, data_dir = load_run_and_data(args.run_dir, args.data_dir)
     config = run.config
-    data_dir = data_directory(config, directory)
     src, tgt = config.data.src, config.data.tgt
     valid = read_parallel(data_dir, "valid", src, tgt)
     test = read_parallel(data_dir, "test", src, tgt)

@@ -36,6 +36,28 @@ def load_run(run_dir, checkpoint=None):
     return run.model.with_default_options(run.config.evaluation.decoding)
 
 
+def load_run_and_data(run_dir, data_dir=None, overrides=None, checkpoint=None):
+    """A finished run and the folder of its parallel text.
+
+    Args:
+        run_dir: a `keras-tfm train` run directory.
+        data_dir: where its data is, if not where the run read it.
+        overrides: `{"key": value}` of `[evaluation]` keys; None values are
+            ignored.
+        checkpoint: a `.keras` file to load instead of `model.keras`.
+
+    Returns:
+        `(FinishedRun, data folder)`.
+    """
+    from keras_tfm.job.corpus import data_directory
+
+    directory = RunDirectory(run_dir)
+    flags = _flags("evaluation", overrides or {})
+    flags["data.data_dir"] = ("--data-dir", None if data_dir is None else str(data_dir))
+    run = directory.load(model=checkpoint, overrides=flags)
+    return run, data_directory(run.config, directory)
+
+
 def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None, split="test"):
     """Scores a finished run's model on its test set again (or on another
     split, e.g. `valid` to choose decoding settings without the test set).
@@ -54,18 +76,13 @@ def evaluate_run(run_dir, data_dir=None, overrides=None, checkpoint=None, split=
         The metrics `train` computes, without the training fields.
     """
     from keras_tfm.data.text_files import read_parallel
-    from keras_tfm.job.corpus import data_directory
     from keras_tfm.job.evaluation import read_tokenized_reference, score_test_set
 
-    directory = RunDirectory(run_dir)
     overrides = dict(overrides or {})
     if split != "test" and overrides.get("tokenized_reference") is None:
         overrides["tokenized_reference"] = ""
-    flags = _flags("evaluation", overrides)
-    flags["data.data_dir"] = ("--data-dir", None if data_dir is None else str(data_dir))
-    run = directory.load(model=checkpoint, overrides=flags)
+    run, data_dir = load_run_and_data(run_dir, data_dir, overrides, checkpoint)
     config = run.config
-    data_dir = data_directory(config, directory)
     test = read_parallel(data_dir, split, config.data.src, config.data.tgt)
     tokenized = read_tokenized_reference(
         config.evaluation, data_dir, len(test[1]), split
