@@ -9,10 +9,9 @@ import re
 
 import numpy as np
 import pytest
-from support.cli_runs import run_cli
+from support.cli_runs import run_cli, tiny_config_text
 from support.events import scalar_events
 from support.fitting import small_model
-from support.paths import TINY
 
 from keras_tfm.job.average_choice import candidate_windows, choose_average
 
@@ -104,10 +103,8 @@ def test_the_run_averages_the_epochs_that_score_best_on_valid(tmp_path):
     from keras_tfm.job.finished_run import evaluate_run
 
     config = tmp_path / "choose.toml"
-    text = TINY.read_text().replace(
-        "[training]", "[training]\naverage_checkpoints = 2\nchoose_average = true"
-    )
-    config.write_text(text.replace("samples = 2", "samples = 0\nattention_images = 0"))
+    training = "average_checkpoints = 2\nchoose_average = true"
+    config.write_text(tiny_config_text(training))
     run_dir = tmp_path / "run"
     result = run_cli(
         "--config", config, "--run-dir", run_dir, "--epochs", 3, "--no-export"

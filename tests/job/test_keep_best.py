@@ -5,9 +5,8 @@ BLEU, as TensorBoard recorded the scores."""
 import json
 
 import numpy as np
-from support.cli_runs import run_cli
+from support.cli_runs import run_cli, tiny_config_text
 from support.events import scalar_events
-from support.paths import TINY
 
 
 def test_the_run_keeps_and_returns_its_best_epoch_by_validation_bleu(tmp_path):
@@ -16,11 +15,9 @@ def test_the_run_keeps_and_returns_its_best_epoch_by_validation_bleu(tmp_path):
     import keras_tfm  # noqa: F401  (registers the layers)
 
     config = tmp_path / "best.toml"
-    text = TINY.read_text().replace(
-        "[training]",
-        '[training]\nkeep_best_checkpoint = true\nearly_stopping_metric = "bleu"',
+    config.write_text(
+        tiny_config_text('keep_best_checkpoint = true\nearly_stopping_metric = "bleu"')
     )
-    config.write_text(text.replace("samples = 2", "samples = 0\nattention_images = 0"))
     run_dir = tmp_path / "run"
     result = run_cli(
         "--config", config, "--run-dir", run_dir, "--epochs", 3, "--no-export"

@@ -11,9 +11,8 @@ import textwrap
 
 import numpy as np
 import pytest
-from support.cli_runs import D_MODEL, WARMUP
+from support.cli_runs import D_MODEL, WARMUP, tiny_config_text
 from support.events import scalar_events
-from support.paths import TINY
 from support.processes import child_env
 from support.schedules import cooled_down_lr, paper_lr
 
@@ -27,12 +26,10 @@ def short_run(tmp_path_factory):
     steps), logging its step scalars at every step."""
     directory = tmp_path_factory.mktemp("short")
     config = directory / "short.toml"
-    text = TINY.read_text().replace(
-        "[training]",
-        f"[training]\ncooldown_steps = {COOLDOWN}\nsteps_per_epoch = {STEPS_PER_EPOCH}",
+    text = tiny_config_text(
+        f"cooldown_steps = {COOLDOWN}\nsteps_per_epoch = {STEPS_PER_EPOCH}"
     )
     text = text.replace("log_every_steps = 3", "log_every_steps = 1")
-    text = text.replace("samples = 2", "samples = 0\nattention_images = 0")
     config.write_text(text)
     run_dir = directory / "run"
     command = [sys.executable, "-m", "keras_tfm.cli", "train", "--config", config]

@@ -16,6 +16,16 @@ D_MODEL, WARMUP, MAX_LENGTH, EPOCHS = 32, 20, 24, 4
 RUNTIME_NOISE = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} )")
 
 
+def tiny_config_text(training=""):
+    """The tiny config's text with `training` (TOML lines) added to its
+    `[training]` section, without sample translations or attention images
+    (which these runs do not look at, and which take a child's time)."""
+    from support.paths import TINY
+
+    text = TINY.read_text().replace("[training]", f"[training]\n{training}", 1)
+    return text.replace("samples = 2", "samples = 0\nattention_images = 0")
+
+
 def cli(*args):
     """The command line of `keras-tfm train ARGS...` in this Python."""
     return [sys.executable, "-m", "keras_tfm.cli", "train", *map(str, args)]
