@@ -9,13 +9,15 @@ planned from the configured length, not from where training stops), so
 each stopping point is replayed by choosing among those epochs.
 
 For each stopping point (the run's end, and where early stopping by BLEU
-would have stopped, if earlier), the windows of `candidate_windows` are
-scored on the run's validation pairs with `choose_average`, as `keras-tfm
-train` does with `choose_average = true`. The test split is then decoded
-with the run's `[evaluation]` settings for the chosen windows and for the
-plain average of the last `--against` epochs.
+with each `--patience` would have stopped, if earlier), the windows of
+`candidate_windows` are scored on the run's validation pairs with
+`choose_average`, as `keras-tfm train` does with `choose_average = true`.
+The test split is then decoded with the run's `[evaluation]` settings for
+the chosen windows and for the plain average of the last `--against`
+epochs.
 
-    python benchmarks/valid_bleu_choices.py runs/multi30k --most 5 --against 3
+    python benchmarks/valid_bleu_choices.py runs/multi30k --most 5 --against 3 \\
+        --patience 1 2 3 4
 
 Prints Markdown tables and a JSON line.
 """
@@ -63,7 +65,7 @@ def main():
     parser.add_argument("--data-dir", help="default: the run's data directory")
     parser.add_argument("--most", type=int, default=5, help="most epochs averaged")
     parser.add_argument("--against", type=int, default=3, help="last N averaged")
-    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--patience", type=int, nargs="+", default=[4])
     args = parser.parse_args()
 
     from keras_tfm.data.text_files import read_parallel
@@ -88,11 +90,15 @@ def main():
         print(f"| {epoch} | {loss[epoch]:.3f} | {bleu.get(epoch, float('nan')):.2f} |")
     last = max(bleu)
     stops = {}
-    for name, values, higher in (("loss", loss, False), ("bleu", bleu, True)):
-        best, stop = stopping_epoch(values, args.patience, higher)
-        stops[name] = {"best_epoch": best, "stops_after": stop}
-        print(f"early stopping by {name} (patience {args.patience}): best epoch "
-              f"{best}, stops after epoch {stop}")  # fmt: skip
+    for patience in args.patience:
+        for name, values, higher in (("loss", loss, False), ("bleu", bleu, True)):
+            best, stop = stopping_epoch(values, patience, higher)
+            stops[f"{name}, patience {patience}"] = {
+                "best_epoch": best,
+                "stops_after": stop,
+            }
+            print(f"early stopping by {name} (patience {patience}): best epoch "
+                  f"{best}, stops after epoch {stop}")  # fmt: skip
 
     valid = read_parallel(data_dir, "valid", src, tgt)
     sources, references = valid_subset(
@@ -122,7 +128,8 @@ def main():
 
     checkpoints = {e: directory.checkpoint(e) for e in range(1, last + 1)}
     rows = []
-    for end in dict.fromkeys([last, stops["bleu"]["stops_after"]]):
+    bleu_stops = [stops[f"bleu, patience {p}"]["stops_after"] for p in args.patience]
+    for end in dict.fromkeys([last, *sorted(bleu_stops, reverse=True)]):
         within = {e: bleu[e] for e in bleu if e <= end}
         best = max(within, key=within.get)
         method = config.evaluation.valid_method
