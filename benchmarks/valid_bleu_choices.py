@@ -89,7 +89,7 @@ def main():
     for epoch in sorted(loss):
         print(f"| {epoch} | {loss[epoch]:.3f} | {bleu.get(epoch, float('nan')):.2f} |")
     last = max(bleu)
-    stops = {}
+    stops, bleu_stops = {}, []
     for patience in args.patience:
         for name, values, higher in (("loss", loss, False), ("bleu", bleu, True)):
             best, stop = stopping_epoch(values, patience, higher)
@@ -99,6 +99,8 @@ def main():
             }
             print(f"early stopping by {name} (patience {patience}): best epoch "
                   f"{best}, stops after epoch {stop}")  # fmt: skip
+            if name == "bleu":
+                bleu_stops.append(stop)
 
     valid = read_parallel(data_dir, "valid", src, tgt)
     sources, references = valid_subset(
@@ -128,7 +130,6 @@ def main():
 
     checkpoints = {e: directory.checkpoint(e) for e in range(1, last + 1)}
     rows = []
-    bleu_stops = [stops[f"bleu, patience {p}"]["stops_after"] for p in args.patience]
     for end in dict.fromkeys([last, *sorted(bleu_stops, reverse=True)]):
         within = {e: bleu[e] for e in bleu if e <= end}
         best = max(within, key=within.get)

@@ -249,9 +249,10 @@ def _validation_scores(run, model, corpus):
     if not sources:
         setting = settings.setting_needing_validation_bleu
         if setting:
+            field, value = setting
             raise ConfigError(
-                f"{config.source}: [training] {setting} needs validation BLEU, "
-                "but the valid split has no sentences"
+                f"{config.source}: [training] {field} = {value} needs validation "
+                "BLEU, but the valid split has no sentences"
             )
         run.log("the valid split has no sentences: no validation BLEU")
         return None

@@ -113,7 +113,7 @@ class RunConfig:
             )
         setting = self.training.setting_needing_validation_bleu
         if setting and not self.evaluation.valid_sentences:
-            field, value = setting.split(" = ")
+            field, value = setting
             raise FieldError(
                 "training",
                 field,

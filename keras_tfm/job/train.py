@@ -220,10 +220,11 @@ def choose_epochs_averaged(run, model, fitted):
     windows = candidate_windows(
         fitted.last_epoch, run.config.training.average_checkpoints, best
     )
-    checkpoints = {}
-    for epoch in range(1, fitted.last_epoch + 1):
-        if run.writes.checkpoint(epoch).is_file():
-            checkpoints[epoch] = run.writes.checkpoint(epoch)
+    checkpoints = {
+        epoch: path
+        for epoch in range(1, fitted.last_epoch + 1)
+        if (path := run.writes.checkpoint(epoch)).is_file()
+    }
     run.log("choosing the epochs averaged by validation BLEU:")
     (first, last), scores = choose_average(
         model,

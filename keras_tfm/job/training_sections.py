@@ -334,11 +334,11 @@ class TrainingConfig:
     @property
     def setting_needing_validation_bleu(self):
         """The setting that goes by validation BLEU (which then has to be
-        computed), as a config file spells it, or None."""
+        computed), as `(field, value)` spelled as in a config file, or None."""
         if self.early_stopping_metric == "bleu" and (
             self.early_stopping_patience or self.keep_best_checkpoint
         ):
-            return 'early_stopping_metric = "bleu"'
+            return "early_stopping_metric", '"bleu"'
         if self.choose_average:
-            return "choose_average = true"
+            return "choose_average", "true"
         return None
